@@ -1,0 +1,80 @@
+"""Choosing the next token per row of a batch, and cutting text at stop sequences.
+
+Each row has its own temperature, top-p and random generator, so one request's seed gives the
+same tokens whatever else shares its batch. Greedy rows take the argmax and never touch a
+generator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from quantgate.engines.types import SamplingParams
+
+__all__ = ["StopMatcher", "sample_next"]
+
+
+def sample_next(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
+) -> torch.Tensor:
+    """Pick one token per row from ``logits`` (batch, vocab) under each row's parameters."""
+    logits = logits.float()
+    chosen = logits.argmax(dim=-1)
+    for row, p in enumerate(params):
+        if p.greedy:
+            continue
+        probs = torch.softmax(logits[row] / p.temperature, dim=-1)
+        if p.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            cumulative = sorted_probs.cumsum(0)
+            # keep the smallest prefix whose mass reaches top_p (always at least one token)
+            keep = cumulative - sorted_probs < p.top_p
+            sorted_probs = sorted_probs * keep
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        chosen[row] = torch.multinomial(probs, 1, generator=generators[row]).squeeze(0)
+    return chosen
+
+
+class StopMatcher:
+    """Incremental detokenisation of one row with stop-sequence cutting.
+
+    ``push`` adds a token and returns the text that is now safe to emit: text that cannot still
+    turn out to be the start of a stop sequence, and no half-decoded UTF-8 character.
+    """
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...]):
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.holdback = max((len(s) for s in stop), default=1) - 1
+        self.ids: list[int] = []
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
+            return ""
+        self.text = text
+        if self.stop:
+            start = max(0, self.emitted - self.holdback)
+            cuts = [i for i in (text.find(s, start) for s in self.stop) if i >= 0]
+            if cuts:
+                self.text = text[: min(cuts)]
+                self.stopped = True
+                return self.flush()
+        safe = len(self.text) - self.holdback
+        if safe <= self.emitted:
+            return ""
+        piece = self.text[self.emitted : safe]
+        self.emitted = safe
+        return piece
+
+    def flush(self) -> str:
+        """Emit whatever is held back; call once the row has finished."""
+        piece = self.text[self.emitted :]
+        self.emitted = len(self.text)
+        return piece

@@ -1,0 +1,56 @@
+"""Turn chat messages into a prompt string with the model's own chat template.
+
+A model directory that ships a template (``chat_template`` in ``tokenizer_config.json`` or a
+``chat_template.jinja`` file) is rendered with it, so quantgate prompts a model exactly the way its
+authors trained it. A model without one gets ``DEFAULT_CHAT_TEMPLATE``: ChatML
+(``<|im_start|>role ... <|im_end|>``), the most widely trained format among open models, with tools
+listed as JSON in the system turn and assistant tool calls written Hermes-style as
+``<tool_call>{"name": ..., "arguments": ...}</tool_call>``. The trade-off: a base model that never
+saw ChatML still answers, but less well than with its own format; pass ``--chat-template`` to
+override.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "render_chat"]
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n"
+    "{%- if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n{% endif %}"
+    "You can call these tools. Answer a call as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>.\n"
+    "{%- for tool in tools %}\n{{ tool | tojson }}{%- endfor %}<|im_end|>\n"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (tools and loop.first and message['role'] == 'system') %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{%- if message.get('content') %}{{ message['content'] }}{% endif %}"
+    "{%- for call in message.get('tool_calls') or [] %}"
+    "<tool_call>{\"name\": \"{{ call['function']['name'] }}\", \"arguments\": {{ call['function']['arguments'] }}}</tool_call>"
+    "{%- endfor %}<|im_end|>\n"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def render_chat(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+    chat_template: str | None = None,
+) -> str:
+    """Render ``messages`` (and OpenAI-style ``tools``) into the prompt text the model continues.
+
+    ``chat_template`` overrides the tokenizer's own; a tokenizer without one uses the default.
+    """
+    template = chat_template or getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
+    rendered = tokenizer.apply_chat_template(
+        messages,
+        tools=tools or None,
+        chat_template=template,
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    return str(rendered)

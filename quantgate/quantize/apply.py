@@ -1,0 +1,134 @@
+"""Apply a scheme to a loaded model, layer by layer, with per-layer overrides by name pattern.
+
+One entry point, ``quantize_model``, in the torchao style: the default scheme goes to every
+``nn.Linear``; ``overrides`` (ordered ``(pattern, scheme)`` pairs, fnmatch patterns on the module's
+full name, first match wins) change it per layer, ``"none"`` keeping a layer in the compute dtype.
+A layer whose shape the scheme cannot take (group size does not divide in_features, say) stays in
+float and the layer map says why, rather than the whole run failing.
+
+Embeddings are never quantized here: torchao's weight-only configs target linear layers, and on a
+small model the embedding gather is cheap while its precision matters. ``lm_head`` is a linear
+layer and is quantized by default; keep it with ``--override lm_head=none``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from quantgate.errors import QuantgateError
+from quantgate.quantize.schemes import Scheme, get_scheme
+
+__all__ = ["LayerPlan", "QuantizeResult", "parse_override", "plan_layers", "quantize_model"]
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What happens to one linear layer, and why."""
+
+    name: str
+    scheme: str  # scheme name, or "none" for the compute dtype
+    in_features: int
+    out_features: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "shape": [self.out_features, self.in_features],
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class QuantizeResult:
+    layers: list[LayerPlan]
+    seconds: float
+    tensor_classes: dict[str, str] = field(default_factory=dict)
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Parse ``PATTERN=SCHEME`` (scheme may be ``none``) from the command line."""
+    pattern, sep, scheme = text.partition("=")
+    if not sep or not pattern.strip() or not scheme.strip():
+        raise QuantgateError(f"bad override {text!r}: expected PATTERN=SCHEME, e.g. lm_head=none")
+    scheme = scheme.strip()
+    if scheme != "none":
+        get_scheme(scheme)
+    return pattern.strip(), scheme
+
+
+def plan_layers(
+    model: Any, scheme: Scheme, overrides: list[tuple[str, str]] | None = None
+) -> list[LayerPlan]:
+    """Decide each linear layer's scheme without touching the model."""
+    import torch
+
+    plans: list[LayerPlan] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        chosen, reason = (scheme.name if scheme.quantizes else "none"), "default scheme"
+        for pattern, override in overrides or []:
+            if fnmatch.fnmatchcase(name, pattern):
+                chosen, reason = override, f"override {pattern}={override}"
+                break
+        if chosen != "none":
+            misfit = get_scheme(chosen).layer_fits(module.in_features, module.out_features)
+            if misfit:
+                chosen, reason = "none", f"kept in float: {misfit}"
+        plans.append(LayerPlan(name, chosen, module.in_features, module.out_features, reason))
+    return plans
+
+
+def quantize_model(
+    model: Any,
+    scheme: Scheme,
+    overrides: list[tuple[str, str]] | None = None,
+    device: str = "cpu",
+) -> QuantizeResult:
+    """Quantize ``model`` in place; return the per-layer plan and the seconds it took.
+
+    The model must already be in the scheme's compute dtype on ``device``.
+    """
+    from torchao.quantization import quantize_
+
+    plans = plan_layers(model, scheme, overrides)
+    for plan in plans:
+        if plan.scheme != "none":
+            get_scheme(plan.scheme).check_device(device)
+    untied = _untie_quantized_head(model, plans)
+    start = time.perf_counter()
+    by_scheme: dict[str, set[str]] = {}
+    for plan in plans:
+        if plan.scheme != "none":
+            by_scheme.setdefault(plan.scheme, set()).add(plan.name)
+    for name, fqns in by_scheme.items():
+        config = get_scheme(name).torchao_config(device)
+        quantize_(model, config, filter_fn=lambda _m, fqn, fqns=fqns: fqn in fqns, device=device)
+    seconds = time.perf_counter() - start
+    modules = dict(model.named_modules())
+    classes = {p.name: type(modules[p.name].weight).__name__ for p in plans}
+    if untied:
+        model.config.tie_word_embeddings = False
+    return QuantizeResult(layers=plans, seconds=seconds, tensor_classes=classes)
+
+
+def _untie_quantized_head(model: Any, plans: list[LayerPlan]) -> bool:
+    """Give lm_head its own weight when it will be quantized but shares the embedding's.
+
+    Quantizing a tied head would otherwise leave the embedding table pointing at the float tensor
+    while the saved config still says "tied", and loading would re-tie the two the wrong way.
+    """
+    import torch
+
+    head = getattr(model, "lm_head", None)
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if head is None or embed is None or head.weight is not embed.weight:
+        return False
+    if not any(p.name == "lm_head" and p.scheme != "none" for p in plans):
+        return False
+    head.weight = torch.nn.Parameter(embed.weight.detach().clone(), requires_grad=False)
+    return True

@@ -1,0 +1,97 @@
+"""``manifest.json``: what a variant directory is, readable by people and by quantgate.
+
+A variant directory holds ``config.json`` and the tokenizer files (copied from the source model, so
+the directory is self-contained), ``model.safetensors`` (float tensors as they are, quantized
+tensors as their components, see ``codec``), and this manifest. The manifest records the scheme
+in full (not only its name), the precision of every linear layer, the source model and a hash of
+its files, byte counts, the seconds quantization took, the device the weights were packed for,
+and the library versions. Loading reads the scheme from here, so nobody re-states it; a mismatch
+between manifest and weights is a ``ManifestError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from quantgate.errors import ManifestError
+
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "hash_model_dir", "read_manifest"]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class Manifest:
+    scheme: dict[str, Any]
+    compute_dtype: str
+    device: str
+    layers: dict[str, dict[str, Any]]
+    source: dict[str, Any]
+    weight_bytes: dict[str, int]
+    quantize_seconds: float
+    versions: dict[str, str]
+    created_at: str
+    overrides: list[list[str]] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def scheme_name(self) -> str:
+        return str(self.scheme["name"])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_NAME
+        path.write_text(self.to_json())
+        return path
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and validate ``directory/manifest.json``; errors name the file and the field."""
+    path = directory / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: missing; not a quantgate variant directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: corrupt manifest, not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: corrupt manifest, expected a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ManifestError(
+            f"{path}: format_version {version!r} is not supported (this quantgate reads {FORMAT_VERSION})"
+        )
+    known = {f.name: f for f in fields(Manifest)}
+    required = [n for n in known if n not in ("overrides", "format_version")]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ManifestError(f"{path}: corrupt manifest, missing field(s) {', '.join(missing)}")
+    for name, expect in (("scheme", dict), ("layers", dict), ("source", dict),
+                         ("weight_bytes", dict), ("versions", dict), ("compute_dtype", str)):
+        if not isinstance(data[name], expect):
+            raise ManifestError(f"{path}: field {name!r} must be a JSON {expect.__name__}")
+    if "name" not in data["scheme"]:
+        raise ManifestError(f"{path}: field 'scheme' has no 'name'")
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ManifestError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+    return Manifest(**data)
+
+
+def hash_model_dir(directory: Path) -> str:
+    """sha256 over config.json and the weight files, in name order: identifies the source model."""
+    digest = hashlib.sha256()
+    files = [directory / "config.json", *sorted(directory.glob("*.safetensors"))]
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,155 @@
+"""Named quantization schemes: one versioned, serialisable dataclass each, mapped to a torchao config.
+
+A scheme name is what users type (``int8wo``, ``int4wo-g128``...) and what a manifest records. The
+``Scheme`` dataclass carries everything needed to rebuild the torchao config, so a variant
+directory never depends on a name meaning the same thing across quantgate releases: ``version``
+bumps whenever a scheme's numerics change.
+
+Which torchao path each scheme takes, and why (torchao 0.18, torch 2.13):
+
+- ``int8wo``: ``Int8WeightOnlyConfig``, per-channel (per output row). CPU kernel
+  ``aten._weight_int8pack_mm``: fast with bf16 activations once compiled.
+- ``int4wo-gN``: on CPU, the prototype ``PrototypeInt4WeightOnlyConfig`` (opaque packing for
+  ``aten._weight_int4pack_mm_for_cpu``); on CUDA, ``Int4WeightOnlyConfig`` (tinygemm). The packed
+  layout differs per device, so a variant records the device it was packed for. Needs in_features
+  divisible by the group size and out_features by 16.
+- ``int8dq``: ``Int8DynamicActivationInt8WeightConfig``: int8 weights and per-token int8
+  activations.
+- ``int2wo-g32`` / ``int3wo-g32``: ``IntxWeightOnlyConfig`` with 2- or 3-bit weights in groups of
+  32, stored unpacked in int8. It saves no memory and runs slowly; it exists to stress quality, so
+  the gate has a variant that must fail.
+- ``fp8wo`` / ``fp8dq``: ``Float8WeightOnlyConfig`` / ``Float8DynamicActivationFloat8WeightConfig``
+  (per-row). The fp8 matmuls need a CUDA GPU of compute capability 8.9+ (Ada, Hopper); elsewhere
+  they are refused before any work is done.
+- ``fp32`` / ``bf16`` / ``fp16``: no quantization, only the dtype; the float baselines of a ladder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from quantgate.errors import UnknownSchemeError, UnsupportedSchemeError
+
+__all__ = ["SCHEMES", "Scheme", "get_scheme", "scheme_names"]
+
+Kind = Literal["float", "int8wo", "int4wo", "int8dq", "intxwo", "fp8wo", "fp8dq"]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A quantization recipe. ``kind`` selects the torchao config; the rest parameterise it."""
+
+    name: str
+    kind: Kind
+    weight_bits: int  # bits per stored weight value (16/32 for float schemes)
+    group_size: int | None = None  # None: per output channel (or not quantized)
+    activation: Literal["none", "int8", "fp8"] = "none"
+    compute_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
+    version: int = 1
+    description: str = ""
+
+    @property
+    def quantizes(self) -> bool:
+        return self.kind != "float"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scheme:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise UnknownSchemeError(f"scheme record has unknown fields: {sorted(unknown)}")
+        return cls(**data)
+
+    def check_device(self, device: str) -> None:
+        """Refuse schemes the device cannot run, before any model is touched."""
+        if self.kind in ("fp8wo", "fp8dq"):
+            if not device.startswith("cuda"):
+                raise UnsupportedSchemeError(
+                    f"scheme {self.name!r} needs fp8 matmul support (a CUDA GPU of compute "
+                    f"capability 8.9+, e.g. L4, H100); this device is {device!r}"
+                )
+            import torch
+
+            if torch.cuda.get_device_capability(device) < (8, 9):
+                major, minor = torch.cuda.get_device_capability(device)
+                raise UnsupportedSchemeError(
+                    f"scheme {self.name!r} needs compute capability 8.9+; {device} has {major}.{minor}"
+                )
+
+    def layer_fits(self, in_features: int, out_features: int) -> str | None:
+        """Why a linear layer of this shape cannot take the scheme, or None when it can."""
+        if self.group_size and in_features % self.group_size:
+            return f"in_features {in_features} not divisible by group size {self.group_size}"
+        if self.kind == "int4wo" and out_features % 16:
+            return f"out_features {out_features} not divisible by 16 (int4 packing)"
+        return None
+
+    def torchao_config(self, device: str) -> Any:
+        """Build the torchao config object for ``quantize_``."""
+        import torch
+        import torchao.quantization as tq
+
+        if self.kind == "int8wo":
+            return tq.Int8WeightOnlyConfig()
+        if self.kind == "int8dq":
+            return tq.Int8DynamicActivationInt8WeightConfig()
+        if self.kind == "int4wo":
+            if device.startswith("cuda"):
+                return tq.Int4WeightOnlyConfig(group_size=self.group_size or 128)
+            from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+
+            return PrototypeInt4WeightOnlyConfig(group_size=self.group_size or 128)
+        if self.kind == "intxwo":
+            dtype = {2: torch.int2, 3: torch.int3, 4: torch.int4}[self.weight_bits]
+            return tq.IntxWeightOnlyConfig(
+                weight_dtype=dtype, granularity=tq.PerGroup(self.group_size or 32)
+            )
+        if self.kind == "fp8wo":
+            return tq.Float8WeightOnlyConfig()
+        if self.kind == "fp8dq":
+            return tq.Float8DynamicActivationFloat8WeightConfig(granularity=tq.PerRow())
+        raise UnknownSchemeError(f"scheme {self.name!r} does not quantize")
+
+
+def _build() -> dict[str, Scheme]:
+    schemes = [
+        Scheme("fp32", "float", 32, compute_dtype="fp32", description="float32, no quantization"),
+        Scheme("bf16", "float", 16, compute_dtype="bf16", description="bfloat16, no quantization"),
+        Scheme("fp16", "float", 16, compute_dtype="fp16", description="float16, no quantization"),
+        Scheme("int8wo", "int8wo", 8, description="int8 weights, per channel; bf16 activations"),
+        Scheme("int8dq", "int8dq", 8, activation="int8",
+               description="int8 weights and dynamic per-token int8 activations"),
+        Scheme("int2wo-g32", "intxwo", 2, 32,
+               description="2-bit weights, groups of 32: aggressive, stresses quality"),
+        Scheme("int3wo-g32", "intxwo", 3, 32,
+               description="3-bit weights, groups of 32: aggressive, stresses quality"),
+        Scheme("fp8wo", "fp8wo", 8, description="fp8 e4m3 weights (CUDA, capability 8.9+)"),
+        Scheme("fp8dq", "fp8dq", 8, activation="fp8",
+               description="fp8 e4m3 weights and activations, per row (CUDA, capability 8.9+)"),
+    ]
+    for g in (32, 64, 128):
+        schemes.append(Scheme(f"int4wo-g{g}", "int4wo", 4, g,
+                              description=f"int4 weights, groups of {g}; bf16 activations"))
+    return {s.name: s for s in schemes}
+
+
+SCHEMES: dict[str, Scheme] = _build()
+
+
+def scheme_names() -> list[str]:
+    return list(SCHEMES)
+
+
+def get_scheme(name: str) -> Scheme:
+    """Look a scheme up by name; the error lists the names that exist."""
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise UnknownSchemeError(
+            f"unknown scheme {name!r}: choose one of {', '.join(SCHEMES)}"
+        ) from None

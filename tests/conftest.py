@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny random Llama in a real HF directory, built once per session.
+
+Random weights are enough for everything but behaviour: loading, quantization numerics, storage,
+batching equivalence and scoring only need a real model of the real architecture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_TEMPLATE = (
+    "{%- for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_model(path: Path, seed: int = 0, hidden: int = 128, layers: int = 2) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok.add_tokens(sorted(alphabet))
+    tok.add_special_tokens(["<|end|>", "<|pad|>", "<|user|>", "<|assistant|>", "<|system|>"])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>")
+    fast.chat_template = TINY_TEMPLATE
+    fast.save_pretrained(str(path))
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=320, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
