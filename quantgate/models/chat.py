@@ -17,21 +17,21 @@ from typing import Any
 __all__ = ["DEFAULT_CHAT_TEMPLATE", "render_chat"]
 
 DEFAULT_CHAT_TEMPLATE = (
-    "{%- if tools %}<|im_start|>system\n"
-    "{%- if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n{% endif %}"
-    "You can call these tools. Answer a call as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>.\n"
-    "{%- for tool in tools %}\n{{ tool | tojson }}{%- endfor %}<|im_end|>\n"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if not (tools and loop.first and message['role'] == 'system') %}"
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n{% endif %}"
+    "You can call these tools. Answer a call as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>."
+    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}<|im_end|>\n"
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if not (tools and loop.first and message['role'] == 'system') %}"
     "<|im_start|>{{ message['role'] }}\n"
-    "{%- if message.get('content') %}{{ message['content'] }}{% endif %}"
-    "{%- for call in message.get('tool_calls') or [] %}"
+    "{% if message.get('content') %}{{ message['content'] }}{% endif %}"
+    "{% for call in message.get('tool_calls') or [] %}"
     "<tool_call>{\"name\": \"{{ call['function']['name'] }}\", \"arguments\": {{ call['function']['arguments'] }}}</tool_call>"
-    "{%- endfor %}<|im_end|>\n"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% endfor %}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 

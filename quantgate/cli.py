@@ -1,0 +1,222 @@
+"""The ``quantgate`` command line: parse flags, call library functions, print.
+
+Every user mistake surfaces as a ``QuantgateError``, printed as one ``error: ...`` line on stderr
+with exit code 2; flags typer rejects exit 2 too. Heavy imports (torch, transformers) happen inside
+the commands that need them, so ``quantgate --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from quantgate.errors import QuantgateError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="quantgate",
+    help="Quantize a model into precision variants, gate them offline, serve and roll them out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _quiet_libraries() -> None:
+    """Silence import-time chatter from torchao/torch/transformers that is not for our users."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "torch._inductor"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*requires_grad.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False)
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="Source model directory (Hugging Face, safetensors).")],
+    scheme: Annotated[str, typer.Option("--scheme", "-s", help="Scheme name; see `quantgate schemes`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the variant to.")],
+    override: Annotated[
+        Optional[list[str]],
+        typer.Option("--override", help="PATTERN=SCHEME per-layer override (fnmatch on module name; "
+                     "SCHEME may be 'none'). Repeatable; first match wins."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option(help="Compute dtype; default: the scheme's (bf16).")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle checkpoints (runs code from the file).")] = False,
+) -> None:
+    """Quantize MODEL with a scheme and write a variant directory with manifest.json."""
+    from quantgate.quantize.apply import parse_override
+    from quantgate.quantize.schemes import get_scheme
+
+    get_scheme(scheme)
+    overrides = [parse_override(o) for o in override or []]
+    _quiet_libraries()
+    from quantgate.quantize.storage import quantize_to_dir
+
+    console = _console()
+    with console.status("starting") as status:
+        manifest = quantize_to_dir(model, scheme, out, overrides, device=device, dtype=dtype,
+                                   allow_pickle=allow_pickle, on_stage=lambda s: status.update(s))
+    counts: dict[str, int] = {}
+    for layer in manifest.layers.values():
+        counts[layer["scheme"]] = counts.get(layer["scheme"], 0) + 1
+    layers = ", ".join(f"{n} {s}" for s, n in counts.items())
+    console.print(f"wrote {out} ({manifest.scheme_name}; {layers}; "
+                  f"{manifest.weight_bytes['total'] / 1e6:.2f} MB; {manifest.quantize_seconds:.1f}s)")
+
+
+@app.command()
+def schemes() -> None:
+    """List the quantization schemes."""
+    from rich.table import Table
+
+    from quantgate.quantize.schemes import SCHEMES
+
+    table = Table("scheme", "weight bits", "group", "activations", "compute", "description")
+    for s in SCHEMES.values():
+        table.add_row(s.name, str(s.weight_bits), str(s.group_size or "-"), s.activation,
+                      s.compute_dtype, s.description)
+    _console().print(table)
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A variant directory or a model directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show a variant's manifest, sizes and layer map (or a plain model's summary)."""
+    from quantgate.inspecting import describe, render
+
+    info = describe(path)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        render(info, _console())
+
+
+@app.command()
+def generate(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model or variant directory.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="User message; repeat for a batch.")],
+    system: Annotated[Optional[str], typer.Option(help="System message.")] = None,
+    tools: Annotated[Optional[Path], typer.Option(help="JSON file with OpenAI-style tools.")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    top_p: Annotated[float, typer.Option()] = 1.0,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop sequence; repeatable.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Send the prompt as is, without the chat template.")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Print tokens as they are produced (one prompt).")] = False,
+    dtype: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 (plain model dirs only).")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decode step (slow first call).")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer, with usage and timings.")] = False,
+) -> None:
+    """Generate answers with a model or variant (batched when several prompts are given)."""
+    from quantgate.engines.types import GenerationRequest, SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                            stop=tuple(stop or ()))
+    tool_list = _read_tools(tools) if tools else None
+    if stream and len(prompt) > 1:
+        raise QuantgateError("--stream takes a single --prompt")
+    _quiet_libraries()
+    from quantgate.engines.local import LocalEngine
+    from quantgate.quantize.storage import load_any
+
+    loaded = load_any(model, dtype=dtype, allow_pickle=allow_pickle)
+    engine = LocalEngine(loaded, compile=compile)
+    texts = []
+    for p in prompt:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
+        texts.append(p if raw else engine.render(messages, tool_list))
+    requests = [GenerationRequest(t, params) for t in texts]
+    if stream:
+        for item in engine.stream(requests[0]):
+            if hasattr(item, "index"):
+                sys.stdout.write(item.text)
+                sys.stdout.flush()
+            else:
+                sys.stdout.write("\n")
+                if as_json:
+                    typer.echo(json.dumps(_generation_json(item)))
+        return
+    for p, result in zip(prompt, engine.generate(requests)):
+        if as_json:
+            typer.echo(json.dumps({"prompt": p, **_generation_json(result)}))
+        else:
+            typer.echo(result.text)
+
+
+def _read_tools(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise QuantgateError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise QuantgateError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+        raise QuantgateError(f"{path}: expected a JSON list of OpenAI-style tool objects")
+    return data
+
+
+def _generation_json(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    data = asdict(result)
+    data["usage"]["total_tokens"] = result.usage.total_tokens
+    return data
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to write the variants.")] = Path("out/demo"),
+    schemes: Annotated[str, typer.Option(help="Comma-separated schemes to make.")] = "bf16,int8wo,int4wo-g32,int2wo-g32",
+    per_kind: Annotated[int, typer.Option(help="Prompts per behaviour in the side-by-side.")] = 1,
+    n_eval: Annotated[int, typer.Option(help="Held-out prompts per behaviour to grade each variant on.")] = 20,
+    model: Annotated[Optional[Path], typer.Option(help="Model directory; default: the bundled reference model.")] = None,
+) -> None:
+    """Quantize the bundled reference model into variants and compare answers, sizes and speed."""
+    _quiet_libraries()
+    from quantgate.demo import run_demo
+
+    from quantgate.quantize.schemes import get_scheme
+
+    names = [s.strip() for s in schemes.split(",") if s.strip()]
+    for name in names:
+        get_scheme(name)
+    run_demo(out, names, per_kind, _console(), model_dir=model, n_eval=n_eval)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except QuantgateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

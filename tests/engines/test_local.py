@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantgate.engines.local import LocalEngine
+from quantgate.engines.types import Generation, GenerationRequest, SamplingParams, TokenDelta
+from quantgate.errors import QuantgateError
+from quantgate.models import load_model
+
+PROMPTS = ["hello there", "a", "the quick brown fox jumps over", "xyz 123", "what is love?", "Zebra!"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> LocalEngine:
+    return LocalEngine(load_model(tiny_model_dir), max_batch_size=4)
+
+
+def _requests(n_tokens: int = 12, **kw: object) -> list[GenerationRequest]:
+    return [GenerationRequest(p, SamplingParams(max_tokens=n_tokens, **kw)) for p in PROMPTS]  # type: ignore[arg-type]
+
+
+def test_batched_greedy_equals_one_at_a_time(engine: LocalEngine) -> None:
+    batched = engine.generate(_requests())
+    alone = [engine.generate([r])[0] for r in _requests()]
+    assert [b.token_ids for b in batched] == [a.token_ids for a in alone]
+    assert [b.text for b in batched] == [a.text for a in alone]
+
+
+def test_results_carry_usage_finish_and_timings(engine: LocalEngine) -> None:
+    results = engine.generate(_requests(n_tokens=7))
+    for prompt, r in zip(PROMPTS, results):
+        assert r.usage.prompt_tokens == len(engine.encode(prompt))
+        assert r.finish_reason in ("stop", "length")
+        if r.finish_reason == "length":
+            assert r.usage.completion_tokens == 7 == len(r.token_ids)
+        t = r.timings
+        assert 0 <= t.queue_s <= t.ttft_s <= t.total_s
+        assert t.prefill_s > 0 and t.decode_s >= 0
+
+
+def test_eos_ends_with_stop_and_is_not_in_the_text(engine: LocalEngine) -> None:
+    free = engine.generate([GenerationRequest("hi", SamplingParams(max_tokens=5))])[0]
+    saved = engine.eos_ids
+    engine.eos_ids = {free.token_ids[2]}  # the token greedy emits third now ends the answer
+    try:
+        result = engine.generate([GenerationRequest("hi", SamplingParams(max_tokens=5))])[0]
+    finally:
+        engine.eos_ids = saved
+    first = free.token_ids.index(free.token_ids[2])
+    assert result.finish_reason == "stop"
+    assert result.token_ids == free.token_ids[:first]
+    assert result.usage.completion_tokens == first + 1
+
+
+def test_stream_pieces_add_up_to_the_text(engine: LocalEngine) -> None:
+    items = list(engine.stream(GenerationRequest("the quick brown", SamplingParams(max_tokens=16))))
+    *pieces, final = items
+    assert isinstance(final, Generation)
+    assert all(isinstance(p, TokenDelta) for p in pieces)
+    assert "".join(p.text for p in pieces) == final.text
+    assert final.text == engine.generate([GenerationRequest("the quick brown", SamplingParams(max_tokens=16))])[0].text
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_stop_sequence_cuts_text_and_is_never_streamed(engine: LocalEngine, prompt: str) -> None:
+    free = engine.generate([GenerationRequest(prompt, SamplingParams(max_tokens=24))])[0]
+    if len(free.text) < 4:
+        pytest.skip("the random model gave too little text to pick a stop sequence from")
+    stop = free.text[2:4]
+    params = SamplingParams(max_tokens=24, stop=(stop,))
+    items = list(engine.stream(GenerationRequest(prompt, params)))
+    *pieces, final = items
+    assert final.finish_reason == "stop"
+    assert final.text == free.text[: free.text.index(stop)]
+    assert stop not in "".join(p.text for p in pieces)
+    assert "".join(p.text for p in pieces) == final.text
+
+
+def test_seeded_sampling_repeats_whatever_shares_the_batch(engine: LocalEngine) -> None:
+    params = SamplingParams(max_tokens=10, temperature=1.0, seed=7)
+    alone = engine.generate([GenerationRequest("hello", params)])[0]
+    shared = engine.generate([GenerationRequest("zzz", SamplingParams(max_tokens=10, temperature=0.8, seed=1)),
+                              GenerationRequest("hello", params)])[1]
+    assert alone.token_ids == shared.token_ids
+    other = engine.generate([GenerationRequest("hello", SamplingParams(max_tokens=10, temperature=1.0, seed=8))])[0]
+    assert other.token_ids != alone.token_ids
+
+
+def test_tiny_top_p_is_greedy(engine: LocalEngine) -> None:
+    greedy = engine.generate([GenerationRequest("hello", SamplingParams(max_tokens=8))])[0]
+    nucleus = engine.generate([GenerationRequest("hello", SamplingParams(max_tokens=8, temperature=1.0, top_p=1e-6, seed=3))])[0]
+    assert nucleus.token_ids == greedy.token_ids
+
+
+def test_score_matches_a_plain_forward_pass(engine: LocalEngine) -> None:
+    prompt, cont = engine.encode("hello"), engine.encode(" there friend")
+    score = engine.score(prompt, cont, top_k=3)
+    with torch.no_grad():
+        logits = engine.model(torch.tensor([prompt + cont])).logits[0].float().log_softmax(-1)
+    expected = [logits[len(prompt) - 1 + i, t].item() for i, t in enumerate(cont)]
+    assert score.token_ids == cont
+    assert score.logprobs == pytest.approx(expected, abs=1e-5)
+    assert len(score.top_ids) == len(cont) and all(len(t) == 3 for t in score.top_ids)
+    for lps in score.top_logprobs:
+        assert lps == sorted(lps, reverse=True)
+    assert score.total_logprob == pytest.approx(sum(expected), abs=1e-4)
+
+
+def test_score_batch_equals_single_and_returns_full_matrices(engine: LocalEngine) -> None:
+    pairs = [("hello", " there"), ("a", " longer continuation here"), ("xyz", "!")]
+    scores, matrices = engine.score_batch(pairs, return_logprobs=True)  # type: ignore[misc]
+    for (p, c), s, m in zip(pairs, scores, matrices):
+        single = engine.score(p, c)
+        assert s.logprobs == pytest.approx(single.logprobs, abs=1e-5)
+        assert m.shape == (len(s.token_ids), engine.model.config.vocab_size)
+        assert m.dtype == torch.float32
+        assert torch.allclose(m.exp().sum(-1), torch.ones(len(s.token_ids)), atol=1e-4)
+
+
+def test_prompt_longer_than_context_is_refused(engine: LocalEngine) -> None:
+    ids = [5] * (engine.max_context + 1)
+    with pytest.raises(QuantgateError, match="the model's context is 512"):
+        engine.generate([GenerationRequest(ids, SamplingParams(max_tokens=1))])
+
+
+def test_max_tokens_clamped_to_context(engine: LocalEngine) -> None:
+    ids = [5] * (engine.max_context - 3)
+    result = engine.generate([GenerationRequest(ids, SamplingParams(max_tokens=50))])[0]
+    assert result.usage.completion_tokens <= 3
+
+
+@pytest.mark.parametrize("kw,match", [({"max_tokens": 0}, "max_tokens"), ({"temperature": -1}, "temperature"),
+                                      ({"top_p": 0}, "top_p"), ({"stop": ("",)}, "stop")])
+def test_bad_sampling_params(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(QuantgateError, match=match):
+        SamplingParams(**kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_compiled_static_cache_matches_eager(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="bf16")
+    eager = LocalEngine(loaded).generate(_requests(n_tokens=10))
+    compiled = LocalEngine(loaded, compile=True).generate(_requests(n_tokens=10))
+    assert [c.token_ids for c in compiled] == [e.token_ids for e in eager]

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantgate.errors import ManifestError, ModelLoadError, QuantgateError
+from quantgate.models import load_model
+from quantgate.quantize.apply import parse_override
+from quantgate.quantize.manifest import hash_model_dir
+from quantgate.quantize.storage import load_any, load_variant, quantize_to_dir
+
+IDS = torch.tensor([[3, 14, 15, 92, 65, 35]])
+
+
+def _logits_after_quantizing(model_dir: Path, scheme: str, overrides: list[str] | None = None) -> torch.Tensor:
+    from quantgate.quantize.apply import quantize_model
+    from quantgate.quantize.schemes import get_scheme
+
+    loaded = load_model(model_dir, dtype=get_scheme(scheme).compute_dtype)
+    quantize_model(loaded.model, get_scheme(scheme), [parse_override(o) for o in overrides or []])
+    with torch.no_grad():
+        return loaded.model(IDS).logits
+
+
+@pytest.mark.parametrize("scheme", ["bf16", "int8wo", "int8dq", "int4wo-g32", "int4wo-g128", "int2wo-g32"])
+def test_round_trip_gives_identical_logits(tiny_model_dir: Path, tmp_path: Path, scheme: str) -> None:
+    manifest = quantize_to_dir(tiny_model_dir, scheme, tmp_path / "v")
+    loaded = load_variant(tmp_path / "v")  # no scheme given: the manifest says
+    assert loaded.variant is not None and loaded.variant["scheme"]["name"] == scheme
+    with torch.no_grad():
+        restored = loaded.model(IDS).logits
+    assert torch.equal(restored, _logits_after_quantizing(tiny_model_dir, scheme))
+    assert manifest.weight_bytes["total"] == sum(
+        manifest.weight_bytes[k] for k in ("linear_quantized", "linear_float", "other"))
+
+
+def test_manifest_records_what_was_done(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "int4wo-g32", tmp_path / "v", overrides=[("lm_head", "none")])
+    data = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    assert data["format_version"] == 1
+    assert data["scheme"]["name"] == "int4wo-g32" and data["scheme"]["group_size"] == 32
+    assert data["source"]["sha256"] == hash_model_dir(tiny_model_dir)
+    assert data["compute_dtype"] == "bf16" and data["device"] == "cpu"
+    assert data["layers"]["lm_head"]["scheme"] == "none"
+    assert data["layers"]["model.layers.0.mlp.up_proj"] == {
+        "scheme": "int4wo-g32", "shape": [256, 128], "reason": "default scheme", "tensor": "Int4OpaqueTensor"}
+    assert set(data["versions"]) == {"quantgate", "torch", "torchao", "transformers"}
+    assert data["quantize_seconds"] >= 0
+    wb = data["weight_bytes"]
+    assert wb["linear_quantized"] <= 0.32 * wb["linear_quantized_as_bf16"]
+    assert data["overrides"] == [["lm_head", "none"]]
+
+
+def test_int8_weight_bytes_about_half_of_bf16(tiny_model_dir: Path, tmp_path: Path) -> None:
+    wb = quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "v").weight_bytes
+    assert wb["linear_quantized"] <= 0.55 * wb["linear_quantized_as_bf16"]
+
+
+def test_quantized_tied_head_is_untied_and_stays_correct(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "v")
+    loaded = load_variant(tmp_path / "v")
+    embed = loaded.model.get_input_embeddings().weight
+    assert type(loaded.model.lm_head.weight).__name__ == "Int8Tensor"
+    assert type(embed.data) is torch.Tensor
+    source = load_model(tiny_model_dir, dtype="bf16").model.get_input_embeddings().weight
+    assert torch.equal(embed, source)
+
+
+def test_float_variant_keeps_tying(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "bf16", tmp_path / "v")
+    model = load_variant(tmp_path / "v").model
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
+def test_load_any_picks_variant_or_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "v")
+    assert load_any(tmp_path / "v").variant is not None
+    assert load_any(tiny_model_dir).variant is None
+    with pytest.raises(ModelLoadError, match="runs in the dtype it was made for"):
+        load_any(tmp_path / "v", dtype="fp32")
+
+
+@pytest.fixture()
+def variant(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    quantize_to_dir(tiny_model_dir, "int4wo-g32", tmp_path / "v")
+    return tmp_path / "v"
+
+
+def test_corrupt_manifest(variant: Path) -> None:
+    (variant / "manifest.json").write_text("{")
+    with pytest.raises(ManifestError, match="manifest.json: corrupt manifest, not valid JSON"):
+        load_variant(variant)
+
+
+def test_manifest_missing_field(variant: Path) -> None:
+    data = json.loads((variant / "manifest.json").read_text())
+    del data["layers"]
+    (variant / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="missing field\\(s\\) layers"):
+        load_variant(variant)
+
+
+def test_manifest_wrong_type_and_unknown_field(variant: Path) -> None:
+    data = json.loads((variant / "manifest.json").read_text())
+    (variant / "manifest.json").write_text(json.dumps({**data, "scheme": "int4"}))
+    with pytest.raises(ManifestError, match="field 'scheme' must be a JSON dict"):
+        load_variant(variant)
+    (variant / "manifest.json").write_text(json.dumps({**data, "colour": "blue"}))
+    with pytest.raises(ManifestError, match="unknown field\\(s\\) colour"):
+        load_variant(variant)
+
+
+def test_manifest_future_version(variant: Path) -> None:
+    data = json.loads((variant / "manifest.json").read_text())
+    (variant / "manifest.json").write_text(json.dumps({**data, "format_version": 9}))
+    with pytest.raises(ManifestError, match="format_version 9 is not supported"):
+        load_variant(variant)
+
+
+def test_manifest_unknown_scheme(variant: Path) -> None:
+    data = json.loads((variant / "manifest.json").read_text())
+    data["scheme"]["name"] = "int5"
+    (variant / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(QuantgateError, match="unknown scheme 'int5'"):
+        load_variant(variant)
+
+
+def test_missing_or_foreign_weights(variant: Path, tiny_model_dir: Path) -> None:
+    shutil.copy(tiny_model_dir / "model.safetensors", variant / "model.safetensors")
+    with pytest.raises(ManifestError, match="no quantgate metadata"):
+        load_variant(variant)
+    (variant / "model.safetensors").unlink()
+    with pytest.raises(ManifestError, match="model.safetensors is missing"):
+        load_variant(variant)
+
+
+def test_int4_packed_for_cpu_refuses_other_device(variant: Path) -> None:
+    with pytest.raises(ManifestError, match="packed for cpu; cannot load on cuda"):
+        load_variant(variant, device="cuda")
+
+
+def test_refuses_non_empty_foreign_out_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(QuantgateError, match="exists and is not empty"):
+        quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "out")
+
+
+def test_refuses_to_quantize_a_variant(variant: Path, tmp_path: Path) -> None:
+    with pytest.raises(QuantgateError, match="already a quantized variant"):
+        quantize_to_dir(variant, "int8wo", tmp_path / "again")
+
+
+def test_codec_refuses_classes_outside_allowlist() -> None:
+    from quantgate.quantize.codec import decode_attr, rebuild_tensor
+
+    with pytest.raises(ManifestError, match="'os.system'.*not allowed"):
+        rebuild_tensor("w", {"class": "os.system", "data": [], "attrs": {}}, {})
+    with pytest.raises(ManifestError, match="'Popen'.*not allowed"):
+        decode_attr({"object": "Popen", "fields": {}})

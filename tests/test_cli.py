@@ -1,0 +1,120 @@
+"""The command line: happy paths in-process, and every bad-input path as one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantgate.cli import main
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert fragment in err
+    assert "Traceback" not in err
+    assert len(lines) <= 1 or "Usage" in err  # typer's usage errors print a short box
+
+
+def test_quantize_inspect_generate(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v"
+    code, stdout, _ = run(["quantize", str(tiny_model_dir), "--scheme", "int8wo", "--out", str(out),
+                           "--override", "lm_head=none"], capsys)
+    assert code == 0 and "wrote" in stdout and (out / "manifest.json").is_file()
+    code, stdout, _ = run(["inspect", str(out), "--json"], capsys)
+    info = json.loads(stdout)
+    assert code == 0 and info["kind"] == "variant" and info["layers"]["lm_head"]["scheme"] == "none"
+    code, stdout, _ = run(["inspect", str(out)], capsys)
+    assert code == 0 and "int8wo" in stdout and "model.layers.0.mlp.down_proj" in stdout
+    code, stdout, _ = run(["inspect", str(tiny_model_dir), "--json"], capsys)
+    assert json.loads(stdout)["kind"] == "model"
+    code, stdout, _ = run(["generate", "--model", str(out), "-p", "hello", "-p", "hi there",
+                           "--max-tokens", "4", "--json"], capsys)
+    answers = [json.loads(line) for line in stdout.splitlines()]
+    assert code == 0 and [a["prompt"] for a in answers] == ["hello", "hi there"]
+    assert all(a["usage"]["completion_tokens"] == 4 for a in answers)
+    code, stdout, _ = run(["generate", "--model", str(out), "-p", "hello", "--max-tokens", "4", "--stream"], capsys)
+    assert code == 0
+    code, stdout, _ = run(["schemes"], capsys)
+    assert "int4wo-g128" in stdout
+
+
+def test_unknown_scheme(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["quantize", str(tiny_model_dir), "--scheme", "int9", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "error: unknown scheme 'int9'")
+
+
+def test_missing_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["quantize", str(tmp_path / "nope"), "--scheme", "int8wo", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "no such directory")
+    code, _, err = run(["generate", "--model", str(tmp_path / "nope"), "-p", "x"], capsys)
+    assert_one_line_error(code, err, "no such directory")
+    code, _, err = run(["inspect", str(tmp_path / "nope")], capsys)
+    assert_one_line_error(code, err, "no such directory")
+
+
+def test_fp8_on_cpu(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["quantize", str(tiny_model_dir), "--scheme", "fp8dq", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "needs fp8 matmul support")
+
+
+def test_corrupt_manifest(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v"
+    assert run(["quantize", str(tiny_model_dir), "--scheme", "int8wo", "--out", str(out)], capsys)[0] == 0
+    (out / "manifest.json").write_text("{oops")
+    for argv in (["inspect", str(out)], ["generate", "--model", str(out), "-p", "x"]):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, "corrupt manifest")
+
+
+def test_pickle_file(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, target)
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(target / "model.safetensors")), target / "pytorch_model.bin")
+    (target / "model.safetensors").unlink()
+    code, _, err = run(["quantize", str(target), "--scheme", "int8wo", "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "pickle checkpoints can run arbitrary code")
+    code, _, _ = run(["quantize", str(target), "--scheme", "int8wo", "--out", str(tmp_path / "o"),
+                      "--allow-pickle"], capsys)
+    assert code == 0
+
+
+def test_bad_override_and_tools_file(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["quantize", str(tiny_model_dir), "--scheme", "int8wo", "--out", str(tmp_path / "o"),
+                        "--override", "lm_head"], capsys)
+    assert_one_line_error(code, err, "bad override 'lm_head'")
+    bad = tmp_path / "tools.json"
+    bad.write_text("[{\n")
+    code, _, err = run(["generate", "--model", str(tiny_model_dir), "-p", "x", "--tools", str(bad)], capsys)
+    assert_one_line_error(code, err, "tools.json: line 2: not valid JSON")
+
+
+def test_unknown_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["quantize", "--frobnicate"], capsys)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_console_script_help_runs_without_torch() -> None:
+    probe = ("import sys; from quantgate.cli import app; "
+             "assert 'torch' not in sys.modules, 'torch imported by --help path'")
+    subprocess.run([sys.executable, "-c", probe], check=True)
+    done = subprocess.run([sys.executable, "-m", "quantgate.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "quantize" in done.stdout
