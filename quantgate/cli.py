@@ -145,7 +145,8 @@ def generate(
     from quantgate.engines.local import LocalEngine
     from quantgate.quantize.storage import load_any
 
-    loaded = load_any(model, dtype=dtype, allow_pickle=allow_pickle)
+    with Console(stderr=True).status(f"loading {model}"):
+        loaded = load_any(model, dtype=dtype, allow_pickle=allow_pickle)
     engine = LocalEngine(loaded, compile=compile)
     texts = []
     for p in prompt:

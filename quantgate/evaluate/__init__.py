@@ -1,0 +1,1 @@
+"""Offline evaluation: golden sets, runs, token-level metrics, statistics and the gate."""

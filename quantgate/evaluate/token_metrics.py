@@ -1,0 +1,108 @@
+"""Token-level distance between a baseline and a candidate, in the llama.cpp ``--kl-divergence`` style.
+
+Both models are teacher-forced on the same tokens (the baseline's own outputs), so every position
+compares two next-token distributions over the same prefix. Per position: KL(base || cand) over
+the whole vocabulary, whether the argmax agrees, the change in the probability of the token that
+was actually there, and both negative log-likelihoods. Reference log-probs are kept in fp32 from
+the forward pass on: storing them lossy puts a floor under KL (llama.cpp's uint16 logits floor it
+near 5e-4).
+
+Aggregates (``TokenReport``): mean KL with standard error and p90/p99/max, top-1 agreement, mean
+and RMS of the probability change, perplexity ratio, and from the two greedy generations the share
+of cases generated identically and the first position where they diverge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from quantgate.evaluate.stats import mean_se, percentiles
+
+__all__ = ["PositionMetrics", "TokenReport", "first_divergence", "position_metrics", "summarise"]
+
+
+@dataclass
+class PositionMetrics:
+    """Per-position arrays for one case (all the same length: the continuation's tokens)."""
+
+    kl: np.ndarray
+    top1_agree: np.ndarray
+    dp: np.ndarray
+    nll_base: np.ndarray
+    nll_cand: np.ndarray
+
+
+def position_metrics(base_logprobs: torch.Tensor, cand_logprobs: torch.Tensor, targets: Sequence[int]) -> PositionMetrics:
+    """Compare two (positions x vocab) log-prob matrices at the observed ``targets``."""
+    if base_logprobs.shape != cand_logprobs.shape:
+        raise ValueError(f"log-prob shapes differ: {tuple(base_logprobs.shape)} vs {tuple(cand_logprobs.shape)}")
+    base = base_logprobs.double()
+    cand = cand_logprobs.double()
+    kl = (base.exp() * (base - cand)).sum(-1).clamp(min=0.0)
+    agree = base.argmax(-1) == cand.argmax(-1)
+    idx = torch.tensor(list(targets), dtype=torch.long)[:, None]
+    lb = base.gather(1, idx).squeeze(1)
+    lc = cand.gather(1, idx).squeeze(1)
+    return PositionMetrics(
+        kl=kl.numpy(), top1_agree=agree.numpy(), dp=(lc.exp() - lb.exp()).numpy(),
+        nll_base=(-lb).numpy(), nll_cand=(-lc).numpy(),
+    )
+
+
+def first_divergence(base_ids: Sequence[int], cand_ids: Sequence[int]) -> int | None:
+    """Index of the first differing token of two generations; None when identical."""
+    for i, (a, b) in enumerate(zip(base_ids, cand_ids)):
+        if a != b:
+            return i
+    return None if len(base_ids) == len(cand_ids) else min(len(base_ids), len(cand_ids))
+
+
+@dataclass
+class TokenReport:
+    positions: int
+    kl_mean: float
+    kl_se: float
+    kl_p90: float
+    kl_p99: float
+    kl_max: float
+    top1_agreement: float
+    top1_se: float
+    dp_mean: float
+    dp_rms: float
+    ppl_base: float
+    ppl_cand: float
+    ppl_ratio: float
+    greedy_identical: float
+    first_divergence_median: float | None
+    kl_histogram: dict[str, list[float]] = field(default_factory=dict)
+
+
+def summarise(cases: Sequence[PositionMetrics], divergences: Sequence[int | None]) -> TokenReport:
+    """Aggregate per-case position metrics and greedy divergences into one report."""
+    kl = np.concatenate([c.kl for c in cases]) if cases else np.zeros(0)
+    agree = np.concatenate([c.top1_agree for c in cases]).astype(np.float64) if cases else np.zeros(0)
+    dp = np.concatenate([c.dp for c in cases]) if cases else np.zeros(0)
+    nb = np.concatenate([c.nll_base for c in cases]) if cases else np.zeros(0)
+    nc = np.concatenate([c.nll_cand for c in cases]) if cases else np.zeros(0)
+    kl_mean, kl_se = mean_se(kl)
+    top1, top1_se = mean_se(agree)
+    tails = percentiles(kl, (90, 99))
+    ppl_b = math.exp(nb.mean()) if nb.size else float("nan")
+    ppl_c = math.exp(nc.mean()) if nc.size else float("nan")
+    diverged = [d for d in divergences if d is not None]
+    hist_counts, hist_edges = np.histogram(np.log10(np.clip(kl, 1e-8, None)), bins=30, range=(-8, 1)) if kl.size else (np.zeros(0), np.zeros(0))
+    return TokenReport(
+        positions=int(kl.size), kl_mean=kl_mean, kl_se=kl_se, kl_p90=tails["p90"], kl_p99=tails["p99"],
+        kl_max=float(kl.max()) if kl.size else 0.0, top1_agreement=top1, top1_se=top1_se,
+        dp_mean=float(dp.mean()) if dp.size else 0.0,
+        dp_rms=float(np.sqrt((dp ** 2).mean())) if dp.size else 0.0,
+        ppl_base=ppl_b, ppl_cand=ppl_c, ppl_ratio=ppl_c / ppl_b if nb.size else float("nan"),
+        greedy_identical=(len(divergences) - len(diverged)) / len(divergences) if divergences else float("nan"),
+        first_divergence_median=float(np.median(diverged)) if diverged else None,
+        kl_histogram={"log10_edges": hist_edges.tolist(), "counts": hist_counts.tolist()},
+    )
