@@ -1,0 +1,1 @@
+"""Persistence: evaluation runs (SQLite, embedded by default)."""
