@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -48,6 +48,7 @@ class _Row:
     matcher: StopMatcher
     generator: torch.Generator | None
     completion: list[int]
+    logprobs: list[float] = field(default_factory=list)
     finish: str | None = None
     first_token_at: float = 0.0
     finished_at: float = 0.0
@@ -135,9 +136,9 @@ class LocalEngine:
             logits = next(step)
             prefill_done = time.perf_counter()
             for _ in range(budget):
-                chosen = sample_next(
-                    logits, [r.request.params for r in rows], [r.generator for r in rows]
-                ).tolist()
+                picked = sample_next(logits, [r.request.params for r in rows], [r.generator for r in rows])
+                chosen_lp = logits[: len(rows)].float().log_softmax(-1).gather(1, picked[:, None]).squeeze(1).tolist()
+                chosen = picked.tolist()
                 now = time.perf_counter()
                 for i, (row, token) in enumerate(zip(rows, chosen)):
                     if row.finish is not None:
@@ -145,6 +146,7 @@ class LocalEngine:
                     if not row.completion:
                         row.first_token_at = now
                     row.completion.append(token)
+                    row.logprobs.append(chosen_lp[i])
                     piece = self._advance(row, token, now)
                     if piece:
                         yield TokenDelta(i, piece, token)
@@ -177,6 +179,7 @@ class LocalEngine:
     def _advance(self, row: _Row, token: int, now: float) -> str:
         if token in self.eos_ids:
             row.completion.pop()
+            row.logprobs.pop()
             row.finish, row.finished_at = "stop", now
             return row.matcher.flush()
         piece = row.matcher.push(token)
@@ -189,9 +192,10 @@ class LocalEngine:
 
     def _finish(self, row: _Row, started: float, prefill_done: float) -> Generation:
         generated = len(row.completion) + (1 if row.finish == "stop" and not row.matcher.stopped else 0)
-        ids = row.completion
+        ids, logprobs = row.completion, row.logprobs
         if row.matcher.stopped:  # drop tokens past the stop sequence from the ids as from the text
             ids = list(self.tokenizer.encode(row.matcher.text, add_special_tokens=False)) if row.matcher.text else []
+            logprobs = logprobs[: len(ids)] if ids == row.completion[: len(ids)] else []
         queue = max(0.0, started - row.request.submitted_at)
         first = row.first_token_at or row.finished_at
         return Generation(
@@ -206,6 +210,7 @@ class LocalEngine:
                 decode_s=max(0.0, row.finished_at - first),
                 total_s=row.finished_at - row.request.submitted_at,
             ),
+            logprobs=logprobs,
         )
 
     # -- the forward passes ------------------------------------------------------------------

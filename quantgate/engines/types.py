@@ -87,6 +87,7 @@ class Generation:
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    logprobs: list[float] = field(default_factory=list)  # fp32 log p of each id in token_ids
 
 
 @dataclass(frozen=True)

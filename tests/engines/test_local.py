@@ -29,6 +29,13 @@ def test_batched_greedy_equals_one_at_a_time(engine: LocalEngine) -> None:
     assert [b.text for b in batched] == [a.text for a in alone]
 
 
+def test_generation_logprobs_match_teacher_forced_scores(engine: LocalEngine) -> None:
+    for request, result in zip(_requests(), engine.generate(_requests())):
+        assert len(result.logprobs) == len(result.token_ids)
+        score = engine.score(request.prompt, result.token_ids)
+        assert result.logprobs == pytest.approx(score.logprobs, abs=1e-4)
+
+
 def test_results_carry_usage_finish_and_timings(engine: LocalEngine) -> None:
     results = engine.generate(_requests(n_tokens=7))
     for prompt, r in zip(PROMPTS, results):
