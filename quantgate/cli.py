@@ -87,6 +87,24 @@ def quantize(
 
 
 @app.command()
+def check(
+    cases: Annotated[Path, typer.Option("--cases", help='JSONL of {"case": ..., "output": ...} lines; - for stdin.')],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write verdict lines here (default: stdout).")] = None,
+    allow_python: Annotated[bool, typer.Option("--allow-python", help="Run `python` assertions (code from the cases file).")] = False,
+) -> None:
+    """Grade outputs against their cases' assertions: one JSON verdict line per input line."""
+    from quantgate.checks import run_check
+
+    if out is None:
+        summary = run_check(cases, sys.stdout, allow_python=allow_python)
+    else:
+        with out.open("w", encoding="utf-8") as f:
+            summary = run_check(cases, f, allow_python=allow_python)
+    typer.echo(summary.line(), err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
 def schemes() -> None:
     """List the quantization schemes."""
     from rich.table import Table

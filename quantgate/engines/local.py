@@ -39,6 +39,15 @@ from quantgate.models.loading import LoadedModel
 __all__ = ["LocalEngine"]
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# Each (batch bucket, cache length) pair is one compiled graph; dynamo's default of 8 graphs per
+# function would silently drop to eager under varied traffic, so the limit is raised per call.
+RECOMPILE_LIMIT = 64
+
+
+def _length_buckets(context: int) -> list[int]:
+    """Cache lengths the compiled path uses: powers of two from 256, then the context itself."""
+    buckets = [b for b in (256, 512, 1024, 2048, 4096, 8192, 16384, 32768) if b < context]
+    return buckets + [context]
 
 
 @dataclass
@@ -103,17 +112,23 @@ class LocalEngine:
     # -- generation --------------------------------------------------------------------------
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Generate for every request, in batches of at most ``max_batch_size``; order kept."""
-        results: list[Generation] = []
-        for start in range(0, len(requests), self.max_batch_size):
-            chunk = requests[start : start + self.max_batch_size]
-            stream = self.iter_batch(chunk)
+        """Generate for every request, in batches of at most ``max_batch_size``; order kept.
+
+        Requests are grouped by prompt length before batching; results come back in the order given.
+        """
+        # Similar lengths share a batch, so left padding wastes little prefill and attention.
+        order = sorted(range(len(requests)), key=lambda i: len(self.encode(requests[i].prompt)))
+        results: list[Generation | None] = [None] * len(requests)
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            stream = self.iter_batch([requests[i] for i in chunk])
             try:
                 while True:
                     next(stream)
             except StopIteration as done:
-                results.extend(done.value)
-        return results
+                for i, generation in zip(chunk, done.value):
+                    results[i] = generation
+        return [r for r in results if r is not None]
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenDelta | Generation]:
         """Yield text pieces as they become final, then the finished ``Generation``."""
@@ -136,8 +151,9 @@ class LocalEngine:
             logits = next(step)
             prefill_done = time.perf_counter()
             for _ in range(budget):
+                logits = logits[: len(rows)]  # drop bucket-filler rows of the compiled path
                 picked = sample_next(logits, [r.request.params for r in rows], [r.generator for r in rows])
-                chosen_lp = logits[: len(rows)].float().log_softmax(-1).gather(1, picked[:, None]).squeeze(1).tolist()
+                chosen_lp = logits.float().log_softmax(-1).gather(1, picked[:, None]).squeeze(1).tolist()
                 chosen = picked.tolist()
                 now = time.perf_counter()
                 for i, (row, token) in enumerate(zip(rows, chosen)):
@@ -238,7 +254,7 @@ class LocalEngine:
 
         cache = DynamicCache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         cache=cache, use_cache=True)
+                         cache=cache, use_cache=True, logits_to_keep=1)
         last = positions[:, -1:]
         while True:
             feed = yield out.logits[: len(ids), -1, :]
@@ -254,13 +270,13 @@ class LocalEngine:
                       length: int) -> Any:
         from transformers import StaticCache
 
-        cache_len = -(-length // 64) * 64
+        cache_len = next(b for b in _length_buckets(self.max_context) if b >= min(length, self.max_context))
         cache = StaticCache(config=self.model.config, max_cache_len=cache_len)
         width = ids.shape[1]
         full_mask = torch.zeros((ids.shape[0], cache_len), dtype=torch.long, device=ids.device)
         full_mask[:, :width] = mask
         out = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions,
-                         cache=cache, use_cache=True,
+                         cache=cache, use_cache=True, logits_to_keep=1,
                          cache_position=torch.arange(width, device=ids.device))
         step = self._decode_step()
         last = positions[:, -1:]
@@ -273,8 +289,9 @@ class LocalEngine:
             tokens[: len(feed), 0] = torch.tensor(feed, dtype=torch.long)
             full_mask[:, cursor] = 1
             last = last + 1
-            logits = step(tokens, full_mask, last, cache,
-                          torch.tensor([cursor], device=ids.device)).clone()
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                logits = step(tokens, full_mask, last, cache,
+                              torch.tensor([cursor], device=ids.device)).clone()
             cursor += 1
 
     def _decode_step(self) -> Any:

@@ -52,13 +52,26 @@ class StopMatcher:
         self.text = ""
         self.emitted = 0
         self.stopped = False
+        # Incremental detokenisation (as vLLM does it): decode only the tokens since the last
+        # complete character, against a few tokens of left context that fix spacing/merges.
+        self._prefix = 0
+        self._read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        # A character needs at most 4 bytes: past that, the bytes are invalid and stay replaced.
+        if after.endswith("\ufffd") and len(self.ids) - self._read < 4:
             return ""
-        self.text = text
+        if len(after) <= len(before):
+            return ""  # a token with no text of its own
+        self.text += after[len(before) :]
+        self._prefix, self._read = self._read, len(self.ids)
+        text = self.text
         if self.stop:
             start = max(0, self.emitted - self.holdback)
             cuts = [i for i in (text.find(s, start) for s in self.stop) if i >= 0]
@@ -75,6 +88,10 @@ class StopMatcher:
 
     def flush(self) -> str:
         """Emit whatever is held back; call once the row has finished."""
+        if not self.stopped and self._read < len(self.ids):  # bytes still waiting for a character
+            before = self._decode(self.ids[self._prefix : self._read])
+            self.text += self._decode(self.ids[self._prefix :])[len(before) :]
+            self._prefix = self._read = len(self.ids)
         piece = self.text[self.emitted :]
         self.emitted = len(self.text)
         return piece

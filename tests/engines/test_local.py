@@ -27,6 +27,9 @@ def test_batched_greedy_equals_one_at_a_time(engine: LocalEngine) -> None:
     alone = [engine.generate([r])[0] for r in _requests()]
     assert [b.token_ids for b in batched] == [a.token_ids for a in alone]
     assert [b.text for b in batched] == [a.text for a in alone]
+    for b in batched:  # incremental detokenisation agrees with decoding the whole answer
+        if b.finish_reason == "length" and "\ufffd" not in b.text:
+            assert b.text == engine.tokenizer.decode(b.token_ids, skip_special_tokens=True)
 
 
 def test_generation_logprobs_match_teacher_forced_scores(engine: LocalEngine) -> None:

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quantgate.errors import QuantgateError
+from quantgate.evaluate.gate import DEFAULT_POLICY, Policy, Rule, evaluate_gate
+from quantgate.evaluate.pipeline import CostSpec, compare_sides
+from quantgate.quantize.storage import quantize_to_dir
+from quantgate.store.runs import RunStore
+from tests.fakes.upstream import FakeUpstream, Reply, completion
+
+
+def _golden(tmp_path: Path, n: int = 40) -> Path:
+    cases = []
+    for i in range(n):
+        case = {"id": f"j{i}", "prompt": f"json {i}", "assert": [{"type": "is-json"}], "tags": ["kind:extract"]}
+        if i < 2:
+            case["critical"] = True
+        cases.append(case)
+    cases.append({"id": "s0", "prompt": "say hi", "samples": 3, "assert": [{"type": "icontains", "value": "hi"}],
+                  "tags": ["kind:short"]})
+    f = tmp_path / "golden.jsonl"
+    f.write_text("\n".join(json.dumps(c) for c in cases))
+    return f
+
+
+def _server(broken_every: int):  # type: ignore[no-untyped-def]
+    def reply(body: dict) -> Reply:  # type: ignore[type-arg]
+        text = body["messages"][-1]["content"]
+        if text.startswith("json"):
+            i = int(text.split()[1])
+            ok = broken_every == 0 or i % broken_every != 0
+            return Reply(body=completion('{"i": %d}' % i if ok else '{"i": %d,}' % i, completion_tokens=6))
+        return Reply(body=completion("hi there", completion_tokens=3))
+    return FakeUpstream(reply)
+
+
+def test_small_sets_warn_rather_than_pass(tmp_path: Path) -> None:
+    golden = _golden(tmp_path, n=40)
+    with _server(0) as a, _server(0) as b, RunStore(tmp_path / "r.sqlite") as store:
+        outcome = compare_sides(a.url, b.url, golden, store)
+    assert outcome.gate.verdict == "warn" and outcome.gate.exit_code == 0
+    rule = next(r for r in outcome.gate.results if r.rule == "pass_rate")
+    assert rule.outcome == "warn" and rule.low < -0.03 < 0 < rule.high
+
+
+def test_equal_servers_pass_the_gate(tmp_path: Path) -> None:
+    # 300 cases: with no discordant pair the paired interval is about +-1.3 points, inside 3
+    golden = _golden(tmp_path, n=300)
+    with _server(0) as a, _server(0) as b, RunStore(tmp_path / "r.sqlite") as store:
+        outcome = compare_sides(a.url, b.url, golden, store)
+    report = outcome.report
+    assert outcome.gate.verdict == "pass" and outcome.gate.exit_code == 0
+    assert report["behaviour"]["overall"]["regressions"] == 0 and report["tokens"] is None
+    assert report["consistency"]["cases"] == 1
+    skipped = {r.rule: r.outcome for r in outcome.gate.results}
+    assert skipped["kl_mean"] == "skip" and skipped["pass_rate"] == "pass"
+
+
+def test_a_server_that_breaks_json_fails_with_regressions_named(tmp_path: Path) -> None:
+    golden = _golden(tmp_path)
+    with _server(0) as a, _server(3) as b, RunStore(tmp_path / "r.sqlite") as store:
+        outcome = compare_sides(a.url, b.url, golden, store,
+                                costs={"baseline": CostSpec(per_1k_tokens=1.0, per_second=0),
+                                       "candidate": CostSpec(per_1k_tokens=0.5, per_second=0)})
+        # the stored runs are reusable by id
+        again = compare_sides(f"run:{outcome.runs['baseline'].id}", f"run:{outcome.runs['candidate'].id}", golden, store)
+    report = outcome.report
+    beh = report["behaviour"]
+    assert outcome.gate.verdict == "fail" and outcome.gate.exit_code == 1
+    assert beh["overall"]["regressions"] == 14 and beh["overall"]["improvements"] == 0
+    assert beh["critical_regressions"] == ["j0"]
+    assert beh["by_check"]["is-json"]["regressions"] == 14 and beh["by_tag"]["kind:extract"]["regressions"] == 14
+    flip = next(f for f in beh["flips"] if f["case_id"] == "j3")
+    assert flip["direction"] == "regression" and flip["candidate_output"] == '{"i": 3,}'
+    assert flip["failed_checks"][0]["code"].startswith("json.")
+    assert beh["overall"]["mcnemar_p"] < 0.001
+    perf = report["performance"]
+    assert perf["candidate"]["cost_per_success"] < perf["baseline"]["cost_per_success"]
+    assert again.report["behaviour"]["overall"] == beh["overall"]
+
+
+def test_golden_mismatch_for_stored_run(tmp_path: Path) -> None:
+    golden = _golden(tmp_path)
+    with _server(0) as a, RunStore(tmp_path / "r.sqlite") as store:
+        first = compare_sides(a.url, a.url, golden, store)
+        (tmp_path / "x").mkdir()
+        other = _golden(tmp_path / "x", n=5)
+        with pytest.raises(QuantgateError, match="different golden set"):
+            compare_sides(f"run:{first.runs['baseline'].id}", a.url, other, store)
+
+
+def test_local_models_get_token_metrics(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "int8")
+    golden = _golden(tmp_path, n=6)
+    with RunStore(tmp_path / "r.sqlite") as store:
+        from quantgate.evaluate.runner import EvalConfig
+
+        outcome = compare_sides(str(tiny_model_dir), str(tmp_path / "int8"), golden, store,
+                                config=EvalConfig(max_tokens=8))
+    tokens = outcome.report["tokens"]
+    assert tokens["cases"] == 7 and tokens["positions"] > 0
+    assert 0 <= tokens["kl_mean"] < 0.1 and 0.5 <= tokens["top1_agreement"] <= 1.0
+    assert outcome.report["baseline"]["scheme"] == "fp32" and outcome.report["candidate"]["scheme"] == "int8wo"
+
+
+def _report(diff: tuple[float, float, float], kl: float = 0.01, crit: list[str] | None = None) -> dict:  # type: ignore[type-arg]
+    est, low, high = diff
+    block = {"n": 100, "baseline": {"estimate": 0.9, "low": 0.8, "high": 0.95}, "candidate": {},
+             "diff": {"estimate": est, "low": low, "high": high}, "regressions": 3, "improvements": 1, "mcnemar_p": 0.6}
+    return {"confidence": 0.95, "behaviour": {"overall": block, "by_tag": {}, "by_check": {}, "critical_regressions": crit or []},
+            "tokens": {"kl_mean": kl, "kl_se": 0.001, "top1_agreement": 0.97, "top1_se": 0.005, "kl_p99": 0.1,
+                       "greedy_identical": 0.8, "ppl_ratio": 1.01},
+            "length": {"ratio": {"estimate": 1.0, "low": 0.95, "high": 1.05}, "wilcoxon_p": 0.5},
+            "performance": {"baseline": {"latency_s": {"p95": 1.0}}, "candidate": {"latency_s": {"p95": 1.3}}}}
+
+
+def test_gate_three_outcomes_from_interval_position() -> None:
+    assert evaluate_gate(_report((-0.01, -0.025, 0.005))).verdict == "pass"
+    assert evaluate_gate(_report((-0.02, -0.05, 0.01))).verdict == "warn"
+    assert evaluate_gate(_report((-0.1, -0.15, -0.05))).verdict == "fail"
+    assert evaluate_gate(_report((0.0, -0.01, 0.01), crit=["c1"])).verdict == "fail"
+    assert evaluate_gate(_report((0.0, -0.01, 0.01), kl=0.2)).verdict == "fail"
+    latency = Policy((Rule("latency_p95_ratio", max=1.2),))
+    result = evaluate_gate(_report((0.0, -0.01, 0.01)), latency)
+    assert result.verdict == "fail" and result.results[0].value == pytest.approx(1.3)
+    assert DEFAULT_POLICY.rules[0].metric == "pass_rate"
