@@ -104,6 +104,89 @@ def check(
     raise typer.Exit(summary.exit_code)
 
 
+DEFAULT_STORE = Path(".quantgate/runs.sqlite")
+
+
+@app.command(name="eval")
+def eval_command(
+    target: Annotated[str, typer.Argument(help="Model or variant directory, or an OpenAI-compatible server URL.")],
+    golden: Annotated[Path, typer.Option("--golden", "-g", help="Golden set (.jsonl or .yaml).")],
+    store: Annotated[Path, typer.Option(help="SQLite run store.")] = DEFAULT_STORE,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Default answer budget (a case's metadata.max_tokens wins).")] = 256,
+    export: Annotated[Optional[Path], typer.Option(help="Also write the run as JSONL here.")] = None,
+) -> None:
+    """Answer a golden set with one target, grade every answer, store the run."""
+    _quiet_libraries()
+    from rich.progress import Progress
+
+    from quantgate.checks.builtin import default_registry
+    from quantgate.evaluate.golden import load_golden
+    from quantgate.evaluate.runner import EvalConfig, run_eval
+    from quantgate.evaluate.targets import open_target
+    from quantgate.store.runs import RunStore
+
+    golden_set = load_golden(golden, default_registry())
+    console = _console()
+    with RunStore(store) as runs:
+        with console.status(f"loading {target}"):
+            opened = open_target(target)
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task(f"eval {opened.name}", total=None)
+                run = run_eval(opened, golden_set, runs, EvalConfig(max_tokens=max_tokens),
+                               on_progress=lambda d, t: progress.update(task, completed=d, total=t))
+        finally:
+            opened.close()
+        if export:
+            runs.export_jsonl(run.id, export)
+    meta = run.meta
+    console.print(f"run {run.id}: {meta['passed']}/{meta['cases']} cases passed, {meta['errors']} engine errors, "
+                  f"{meta['seconds']:.1f}s (stored in {store}; compare with run:{run.id})")
+
+
+@app.command()
+def compare(
+    baseline: Annotated[str, typer.Argument(help="Model dir, server URL, or run:ID.")],
+    candidate: Annotated[str, typer.Argument(help="Model dir, server URL, or run:ID.")],
+    golden: Annotated[Path, typer.Option("--golden", "-g", help="Golden set (.jsonl or .yaml).")],
+    policy: Annotated[Optional[Path], typer.Option(help="Gate policy YAML (default: the built-in policy).")] = None,
+    store: Annotated[Path, typer.Option(help="SQLite run store.")] = DEFAULT_STORE,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    token_metrics: Annotated[bool, typer.Option("--token-metrics/--no-token-metrics", help="KL etc. when both sides are local.")] = True,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write a Markdown report (PR comment) here.")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Write a self-contained HTML report here.")] = None,
+) -> None:
+    """Compare a candidate against a baseline on a golden set and gate it: exit 0 pass/warn, 1 fail, 2 bad input."""
+    from quantgate.evaluate.gate import DEFAULT_POLICY, load_policy
+
+    gate_policy = load_policy(policy) if policy else DEFAULT_POLICY
+    _quiet_libraries()
+    from rich.progress import Progress
+
+    from quantgate.evaluate.pipeline import compare_sides
+    from quantgate.evaluate.reports import render_terminal, write_reports
+    from quantgate.evaluate.runner import EvalConfig
+    from quantgate.store.runs import RunStore
+
+    console = _console()
+    with RunStore(store) as runs, Progress(console=console, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done, total=total)
+
+        outcome = compare_sides(baseline, candidate, golden, runs, gate_policy, EvalConfig(max_tokens=max_tokens),
+                                token_metrics=token_metrics, progress=on_progress)
+    render_terminal(outcome.report, console)
+    for path in write_reports(outcome.report, json_out, markdown, junit, html):
+        console.print(f"wrote {path}")
+    raise typer.Exit(outcome.gate.exit_code)
+
+
 @app.command()
 def schemes() -> None:
     """List the quantization schemes."""

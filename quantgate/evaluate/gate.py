@@ -18,6 +18,10 @@ Metrics (``metric:`` in the policy):
 - ``latency_p50_ratio``, ``latency_p95_ratio``, ``latency_p99_ratio``, ``cost_per_success_ratio``:
   candidate/baseline; bound ``max``.
 
+``costs`` (optional) prices each side's answers: ``per_1k_tokens`` (prompt + completion) and
+``per_second`` of compute (a GPU-second price); the default is 1 per second, so cost per
+successful case reads as compute seconds per success.
+
 A token-level rule on a comparison that has no token-level data (a server on either side) is
 skipped with a note, not failed.
 """
@@ -59,6 +63,8 @@ class Rule:
 class Policy:
     rules: tuple[Rule, ...]
     confidence: float = 0.95
+    # side ("baseline" | "candidate") -> {"per_1k_tokens": price, "per_second": price}
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 DEFAULT_POLICY = Policy(rules=(
@@ -107,7 +113,7 @@ def load_policy(path: str | Path) -> Policy:
         raise QuantgateError(f"{p}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise QuantgateError(f"{p}: expected a mapping with a 'rules' list")
-    unknown = set(data) - {"rules", "confidence"}
+    unknown = set(data) - {"rules", "confidence", "costs"}
     if unknown:
         raise QuantgateError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}")
     confidence = data.get("confidence", 0.95)
@@ -134,7 +140,14 @@ def load_policy(path: str | Path) -> Policy:
         if (raw.get("tag") or raw.get("check")) and raw["metric"] != "pass_rate":
             raise QuantgateError(f"{where}: 'tag'/'check' narrow only the pass_rate metric")
         rules.append(Rule(**raw))
-    return Policy(tuple(rules), float(confidence))
+    costs = data.get("costs", {})
+    if not isinstance(costs, dict) or set(costs) - {"baseline", "candidate"}:
+        raise QuantgateError(f"{p}: costs: expected a mapping with 'baseline' and/or 'candidate'")
+    for side, spec in costs.items():
+        if not isinstance(spec, dict) or set(spec) - {"per_1k_tokens", "per_second"} or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in spec.values()):
+            raise QuantgateError(f"{p}: costs.{side}: expected non-negative numbers per_1k_tokens and/or per_second")
+    return Policy(tuple(rules), float(confidence), {k: {kk: float(vv) for kk, vv in v.items()} for k, v in costs.items()})
 
 
 def _decide(low: float, high: float, lo_bound: float | None, hi_bound: float | None) -> Outcome:

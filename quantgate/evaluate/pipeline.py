@@ -103,7 +103,7 @@ def compare_sides(
     for t in (base_target, cand_target):
         if t is not None:
             t.close()
-    prices = costs or {}
+    prices = costs if costs is not None else {side: CostSpec(**spec) for side, spec in policy.costs.items()}
     default = CostSpec()
     info = {c.id: {"tags": list(c.tags), "critical": c.critical} for c in golden.cases}
     report = compare_runs(base_run, base_cases, cand_run, cand_cases, info, policy.confidence, tokens,
