@@ -48,7 +48,8 @@ def _quiet_libraries() -> None:
 
 
 def _console() -> Console:
-    return Console(stderr=False, highlight=False)
+    # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 @app.command()
@@ -296,19 +297,19 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where to write the variants.")] = Path("out/demo"),
     schemes: Annotated[str, typer.Option(help="Comma-separated schemes to make.")] = "bf16,int8wo,int4wo-g32,int2wo-g32",
     per_kind: Annotated[int, typer.Option(help="Prompts per behaviour in the side-by-side.")] = 1,
-    n_eval: Annotated[int, typer.Option(help="Held-out prompts per behaviour to grade each variant on.")] = 20,
     model: Annotated[Optional[Path], typer.Option(help="Model directory; default: the bundled reference model.")] = None,
+    golden: Annotated[Optional[Path], typer.Option(help="Golden set; default: the reference model's.")] = None,
 ) -> None:
-    """Quantize the bundled reference model into variants and compare answers, sizes and speed."""
-    _quiet_libraries()
-    from quantgate.demo import run_demo
-
+    """Quantize the reference model into variants, compare their answers, and gate each against fp32."""
     from quantgate.quantize.schemes import get_scheme
 
     names = [s.strip() for s in schemes.split(",") if s.strip()]
     for name in names:
         get_scheme(name)
-    run_demo(out, names, per_kind, _console(), model_dir=model, n_eval=n_eval)
+    _quiet_libraries()
+    from quantgate.demo import run_demo
+
+    run_demo(out, names, per_kind, _console(), model_dir=model, golden_path=golden)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,36 +1,37 @@
 """``quantgate demo``: the whole story so far on the bundled reference model, offline, on CPU.
 
-Quantizes the reference assistant into several variants, then shows, for held-out prompts of each
-of its five behaviours, every variant's answer side by side; per variant the share of held-out
-answers that are valid (the format holds) and correct (the content matches), its weight bytes, and
-its decode speed at batch 1 and its batched throughput. The quality figures come from the
-reference model's own graders (``quantgate.reference.checks``); the gate with statistics arrives
-with ``quantgate compare``. Speed here is eager mode: on a model this small, per-token Python
-overhead dominates and the quantized kernels do not pay (``bench/decode.py`` measures where they
-do).
+1. Quantize the reference assistant into several variants (weight bytes from each manifest).
+2. Answer one held-out golden case of each behaviour with every variant, side by side.
+3. Gate every variant against the fp32 model on the 320-case golden set: pass rates with
+   intervals, flips, critical regressions, KL divergence and top-1 agreement, under the default
+   policy; print which variants pass, warn or fail, and why.
+
+The fp32 baseline is evaluated once and reused by id for every comparison. Speed shown is decode
+tokens/s at batch 1 in eager mode: on a model this small, per-token Python overhead dominates and
+the quantized kernels do not pay (``bench/decode.py`` measures where they do).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from quantgate.checks.builtin import default_registry
 from quantgate.engines.local import LocalEngine
 from quantgate.engines.types import GenerationRequest, SamplingParams
-from quantgate.models.loading import LoadedModel
+from quantgate.evaluate.gate import DEFAULT_POLICY
+from quantgate.evaluate.golden import GoldenSet, load_golden
+from quantgate.evaluate.pipeline import compare_sides, evaluate_side
+from quantgate.evaluate.runner import EvalConfig, case_request
 from quantgate.quantize.storage import load_any, quantize_to_dir
-from quantgate.reference.checks import check_output
-from quantgate.reference.corpus import KINDS, Example, generate_kind
+from quantgate.store.runs import RunStore
 
-__all__ = ["VariantReport", "reference_weights_dir", "run_demo"]
-
-MAX_TOKENS = {"tool_call": 200, "extract": 120, "refusal": 48, "cited": 96, "short": 48}
-HELDOUT_SEED = 20261127
+__all__ = ["VariantResult", "reference_golden_path", "reference_weights_dir", "run_demo"]
 
 
 def reference_weights_dir() -> Path:
@@ -40,119 +41,119 @@ def reference_weights_dir() -> Path:
     return Path(quantgate.reference.__file__).parent / "weights"
 
 
+def reference_golden_path() -> Path:
+    import quantgate.reference
+
+    return Path(quantgate.reference.__file__).parent / "golden" / "golden.jsonl"
+
+
 @dataclass
-class VariantReport:
+class VariantResult:
     name: str
     weight_mb: float
-    linear_ratio: float | None  # quantized linear bytes / the same layers in bf16
-    valid: dict[str, float]
-    correct: dict[str, float]
     decode_tok_s: float
-    batch_tok_s: float
-    answers: dict[int, str]
+    answers: dict[str, str]
+    report: dict[str, Any] | None = None  # None for the baseline itself
 
 
-def _answer(engine: LocalEngine, examples: list[Example]) -> list[str]:
-    """Greedy answers, batched per behaviour (each has its own length budget)."""
-    out: list[str] = []
-    for kind in KINDS:
-        group = [e for e in examples if e.kind == kind]
-        requests = [GenerationRequest(engine.render(e.messages, e.tools), SamplingParams(max_tokens=MAX_TOKENS[kind]))
-                    for e in group]
-        out.extend(g.text for g in engine.generate(requests))
-    return out
-
-
-def _speed(engine: LocalEngine, example: Example) -> tuple[float, float]:
-    """Decode tokens/s for one request, and generated tokens/s for a batch of 16."""
-    prompt = engine.render(example.messages, example.tools)
+def _decode_speed(engine: LocalEngine, prompt: list[int]) -> float:
     params = SamplingParams(max_tokens=48)
     engine.generate([GenerationRequest(prompt, params)])  # warm-up
-    single = engine.generate([GenerationRequest(prompt, params)])[0]
-    decode = max(single.usage.completion_tokens - 1, 1) / max(single.timings.decode_s, 1e-9)
-    start = time.perf_counter()
-    batch = engine.generate([GenerationRequest(prompt, params) for _ in range(16)])
-    total = sum(g.usage.completion_tokens for g in batch) / (time.perf_counter() - start)
-    return decode, total
+    g = engine.generate([GenerationRequest(prompt, params)])[0]
+    return max(g.usage.completion_tokens - 1, 1) / max(g.timings.decode_s, 1e-9)
 
 
-def _report(name: str, loaded: LoadedModel, examples: list[Example], shown: list[int]) -> VariantReport:
-    engine = LocalEngine(loaded, max_batch_size=16)
-    ordered = [e for kind in KINDS for e in examples if e.kind == kind]
-    outputs = _answer(engine, ordered)
-    valid: dict[str, list[bool]] = {k: [] for k in KINDS}
-    correct: dict[str, list[bool]] = {k: [] for k in KINDS}
-    for example, text in zip(ordered, outputs):
-        verdict = check_output(example, text)
-        valid[example.kind].append(verdict.valid)
-        correct[example.kind].append(verdict.correct)
-    by_id = {id(e): t for e, t in zip(ordered, outputs)}
-    decode, batch = _speed(engine, examples[0])
-    wb = (loaded.variant or {}).get("weight_bytes")
-    if wb is None:
-        size = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-        ratio = None
-    else:
-        size = wb["total"]
-        ratio = wb["linear_quantized"] / wb["linear_quantized_as_bf16"] if wb["linear_quantized_as_bf16"] else None
-    return VariantReport(
-        name=name, weight_mb=size / 1e6, linear_ratio=ratio,
-        valid={k: sum(v) / len(v) for k, v in valid.items()},
-        correct={k: sum(v) / len(v) for k, v in correct.items()},
-        decode_tok_s=decode, batch_tok_s=batch,
-        answers={i: by_id[id(examples[i])] for i in shown},
-    )
+def _sample(golden: GoldenSet) -> list[Any]:
+    """The first case of each behaviour, for the side-by-side."""
+    seen: dict[str, Any] = {}
+    for case in golden.cases:
+        kind = next((t for t in case.tags if t.startswith("kind:")), "kind:other")
+        seen.setdefault(kind, case)
+    return list(seen.values())
+
+
+def _answers(path: Path, shown: list[Any], config: EvalConfig) -> tuple[dict[str, str], float, float]:
+    loaded = load_any(path)
+    engine = LocalEngine(loaded)
+    requests = [case_request(c, 0, config) for c in shown]
+    prompts = [GenerationRequest(engine.render(r.messages, r.tools), r.params) for r in requests]
+    texts = {c.id: g.text for c, g in zip(shown, engine.generate(prompts))}
+    wb = (loaded.variant or {}).get("weight_bytes", {}).get("total")
+    size = wb if wb is not None else sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    return texts, size / 1e6, _decode_speed(engine, engine.encode(prompts[0].prompt))
 
 
 def run_demo(out: Path, schemes: list[str], per_kind: int, console: Console,
-             model_dir: Path | None = None, n_eval: int = 20) -> list[VariantReport]:
-    """Quantize, answer, grade and time; print everything; return the per-variant reports."""
+             model_dir: Path | None = None, golden_path: Path | None = None) -> list[VariantResult]:
+    """Quantize, answer, gate; print everything; return the per-variant results."""
     source = model_dir or reference_weights_dir()
-    examples = [e for kind in KINDS for e in generate_kind(kind, n_eval, HELDOUT_SEED, "heldout")]
-    shown = [i for i, e in enumerate(examples) if i % n_eval < per_kind]
-    reports: list[VariantReport] = []
-    console.print(f"[bold]quantgate demo[/bold]: reference model at {source}; variants into {out}")
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("variants", total=len(schemes) + 1)
-        progress.update(task, description="fp32 (source)")
-        reports.append(_report("fp32", load_any(source), examples, shown))
-        progress.advance(task)
+    golden = load_golden(golden_path or reference_golden_path(), default_registry())
+    config = EvalConfig()
+    shown = _sample(golden)[: max(per_kind, 1) * 5]
+    console.print(f"[bold]quantgate demo[/bold]: reference model {source}, golden set {golden.path} "
+                  f"({len(golden)} cases); variants into {out}")
+    results: list[VariantResult] = []
+    with RunStore(out / "runs.sqlite") as store, Progress(console=console, transient=True) as progress:
+        task = progress.add_task("quantizing", total=len(schemes))
         for scheme in schemes:
             progress.update(task, description=f"quantizing {scheme}")
             quantize_to_dir(source, scheme, out / scheme)
-            progress.update(task, description=f"answering with {scheme}")
-            reports.append(_report(scheme, load_any(out / scheme), examples, shown))
             progress.advance(task)
-    _print_answers(console, examples, shown, reports)
-    _print_summary(console, reports, n_eval)
-    return reports
+        baseline_task = progress.add_task("fp32: golden set", total=None)
+        base_run, _ = evaluate_side(str(source), golden, store, config,
+                                    lambda _l, d, t: progress.update(baseline_task, completed=d, total=t))
+        texts, size, speed = _answers(source, shown, config)
+        results.append(VariantResult("fp32", size, speed, texts))
+        for scheme in schemes:
+            gate_task = progress.add_task(f"{scheme}: golden set + gate", total=None)
+            outcome = compare_sides(f"run:{base_run.id}", str(out / scheme), golden.path, store, DEFAULT_POLICY, config,
+                                    progress=lambda _l, d, t, task=gate_task: progress.update(task, completed=d, total=t))
+            texts, size, speed = _answers(out / scheme, shown, config)
+            results.append(VariantResult(scheme, size, speed, texts, outcome.report))
+    _print_answers(console, shown, results)
+    _print_gate(console, results)
+    return results
 
 
-def _print_answers(console: Console, examples: list[Example], shown: list[int], reports: list[VariantReport]) -> None:
-    for i in shown:
-        example = examples[i]
-        user = example.messages[-1]["content"]
-        table = Table(title=f"[{example.kind}] {user[:150]}", title_justify="left", show_lines=False)
+def _print_answers(console: Console, shown: list[Any], results: list[VariantResult]) -> None:
+    for case in shown:
+        user = (case.messages or [{"content": case.prompt}])[-1]["content"]
+        table = Table(title=f"[{case.id}] {user[:160]}", title_justify="left")
         table.add_column("variant", no_wrap=True)
         table.add_column("answer")
-        table.add_column("ok", no_wrap=True)
-        for r in reports:
-            verdict = check_output(example, r.answers[i])
-            mark = "valid+correct" if verdict.correct else ("valid" if verdict.valid else f"INVALID: {verdict.reason}")
-            table.add_row(r.name, r.answers[i][:300], mark)
+        for r in results:
+            table.add_row(r.name, r.answers[case.id][:300])
         console.print(table)
 
 
-def _print_summary(console: Console, reports: list[VariantReport], n_eval: int) -> None:
-    table = Table(title=f"Variants on {n_eval} held-out prompts per behaviour (valid / correct)",
-                  title_justify="left")
-    table.add_column("variant", no_wrap=True)
-    for kind in KINDS:
-        table.add_column(kind, justify="right")
-    for column in ("weights MB", "linear vs bf16", "decode tok/s b=1", "tok/s b=16"):
-        table.add_column(column, justify="right")
-    for r in reports:
-        cells = [f"{r.valid[k]:.0%} / {r.correct[k]:.0%}" for k in KINDS]
-        ratio = f"{r.linear_ratio:.2f}x" if r.linear_ratio is not None else "-"
-        table.add_row(r.name, *cells, f"{r.weight_mb:.1f}", ratio, f"{r.decode_tok_s:.0f}", f"{r.batch_tok_s:.0f}")
+def _print_gate(console: Console, results: list[VariantResult]) -> None:
+    table = Table(title="Gate against fp32 on the golden set (default policy)", title_justify="left")
+    for column in ("variant", "verdict", "pass rate", "change [95% CI]", "flips -/+", "critical",
+                   "KL mean", "top-1", "MB", "tok/s b=1"):
+        table.add_column(column, no_wrap=column in ("variant", "verdict"), justify="left" if column == "variant" else "right")
+    base = results[0]
+    first = next((r.report for r in results if r.report), None)
+    if first:
+        rate = first["behaviour"]["overall"]["baseline"]["estimate"]
+        table.add_row("fp32", "baseline", f"{rate:.1%}", "", "", "", "", "", f"{base.weight_mb:.1f}", f"{base.decode_tok_s:.0f}")
+    for r in results[1:]:
+        rep = r.report or {}
+        overall = rep["behaviour"]["overall"]
+        diff = overall["diff"]
+        tokens = rep.get("tokens") or {}
+        verdict = rep["gate"]["verdict"]
+        colour = {"pass": "green", "warn": "yellow", "fail": "red"}[verdict]
+        table.add_row(
+            r.name, f"[{colour}]{verdict.upper()}[/{colour}]", f"{overall['candidate']['estimate']:.1%}",
+            f"{diff['estimate']:+.1%} [{diff['low']:+.1%}, {diff['high']:+.1%}]",
+            f"{overall['regressions']} / +{overall['improvements']}",
+            str(len(rep["behaviour"]["critical_regressions"])),
+            f"{tokens['kl_mean']:.4f}" if tokens else "-", f"{tokens['top1_agreement']:.3f}" if tokens else "-",
+            f"{r.weight_mb:.1f}", f"{r.decode_tok_s:.0f}",
+        )
     console.print(table)
+    for r in results[1:]:
+        rep = r.report or {}
+        failing = [x for x in rep["gate"]["rules"] if x["outcome"] in ("fail", "warn")]
+        for rule in failing:
+            console.print(f"  {r.name}: {rule['outcome']} {rule['rule']}: {rule['reason']}")

@@ -118,3 +118,71 @@ def test_console_script_help_runs_without_torch() -> None:
     subprocess.run([sys.executable, "-c", probe], check=True)
     done = subprocess.run([sys.executable, "-m", "quantgate.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "quantize" in done.stdout
+
+
+def _golden_file(tmp_path: Path, n: int = 30) -> Path:
+    lines = [json.dumps({"id": f"j{i}", "prompt": f"json {i}", "assert": [{"type": "is-json"}],
+                         "critical": i == 0}) for i in range(n)]
+    f = tmp_path / "golden.jsonl"
+    f.write_text("\n".join(lines))
+    return f
+
+
+def _json_server(broken_every: int):  # type: ignore[no-untyped-def]
+    from tests.fakes.upstream import FakeUpstream, Reply, completion
+
+    def reply(body: dict) -> Reply:  # type: ignore[type-arg]
+        i = int(body["messages"][-1]["content"].split()[1])
+        bad = broken_every and i % broken_every == 0
+        return Reply(body=completion('{"i": %d,}' % i if bad else '{"i": %d}' % i))
+    return FakeUpstream(reply)
+
+
+def test_eval_then_compare_exit_codes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    golden = _golden_file(tmp_path)
+    store = tmp_path / "runs.sqlite"
+    with _json_server(0) as good, _json_server(2) as bad:
+        code, out, _ = run(["eval", good.url, "--golden", str(golden), "--store", str(store),
+                            "--export", str(tmp_path / "run.jsonl")], capsys)
+        assert code == 0 and "30/30 cases passed" in out
+        run_id = out.split()[1].rstrip(":")
+        assert len((tmp_path / "run.jsonl").read_text().splitlines()) == 31
+        code, out, _ = run(["compare", f"run:{run_id}", bad.url, "--golden", str(golden), "--store", str(store),
+                            "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"),
+                            "--markdown", str(tmp_path / "r.md"), "--html", str(tmp_path / "r.html")], capsys)
+        assert code == 1
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["gate"]["verdict"] == "fail" and report["behaviour"]["critical_regressions"] == ["j0"]
+        import xml.etree.ElementTree as ET
+
+        ET.fromstring((tmp_path / "r.xml").read_text())
+        assert "FAIL" in (tmp_path / "r.md").read_text() and "<svg" in (tmp_path / "r.html").read_text()
+        code, out, _ = run(["compare", good.url, good.url, "--golden", str(golden), "--store", str(store)], capsys)
+        assert code == 0  # 30 cases: the gate warns (wide interval) and warnings exit 0
+
+
+def test_compare_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    golden = _golden_file(tmp_path)
+    bad_golden = tmp_path / "bad.jsonl"
+    bad_golden.write_text('{"id": "a", "prompt": "x", "assert": [{"type": "is-jsonn"}]}\n{oops\n')
+    code, _, err = run(["compare", "a", "b", "--golden", str(bad_golden), "--store", str(tmp_path / "s.sqlite")], capsys)
+    assert code == 2 and "bad.jsonl:1" in err and "bad.jsonl:2: not valid JSON" in err and "Traceback" not in err
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - {metric: pass_rat, max_drop: 0.1}\n")
+    code, _, err = run(["compare", "a", "b", "--golden", str(golden), "--policy", str(policy)], capsys)
+    assert_one_line_error(code, err, "rules[0].metric: 'pass_rat' is not one of")
+    code, _, err = run(["compare", "run:nope", "run:nope", "--golden", str(golden), "--store", str(tmp_path / "s.sqlite")], capsys)
+    assert_one_line_error(code, err, "no run 'nope'")
+
+
+def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = tmp_path / "cases.jsonl"
+    case = {"id": "c", "assert": [{"type": "is-json"}]}
+    cases.write_text(json.dumps({"case": case, "output": '{"a": 1}'}) + "\n" +
+                     json.dumps({"case": case, "output": "{'a': 1}"}) + "\n")
+    code, out, _ = run(["check", "--cases", str(cases)], capsys)
+    verdicts = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and [v["passed"] for v in verdicts] == [True, False]
+    cases.write_text('{"case": {"id": "c", "assert": [{"type": "nope"}]}, "output": "x"}\n')
+    code, _, err = run(["check", "--cases", str(cases)], capsys)
+    assert_one_line_error(code, err, "cases.jsonl:1")

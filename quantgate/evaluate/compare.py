@@ -17,6 +17,7 @@ report) that the gate reads and every report format renders:
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -144,7 +145,18 @@ def compare_runs(
         "performance": {"baseline": _performance(base_cases, base_run, cost, "baseline"),
                         "candidate": _performance(cand_cases, cand_run, cost, "candidate")},
     }
-    return report
+    return _finite(report)
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities (no data) with None, so the report is strict JSON everywhere."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _consistency(base: list[CaseRecord], cand: list[CaseRecord]) -> dict[str, Any]:
@@ -191,7 +203,7 @@ def _performance(cases: list[CaseRecord], run: RunRecord, cost: CostModel | None
     busy = run.meta.get("seconds") or sum(latencies) or 0.0
     successes = sum(c.passed for c in cases)
     perf: dict[str, Any] = {
-        "latency_s": percentiles(latencies, (50, 95, 99)),
+        "latency_s": percentiles(latencies, (50, 95, 99)) if latencies else {"p50": None, "p95": None, "p99": None},
         "latencies": sorted(latencies),
         "tokens_per_s": tokens / busy if busy else 0.0,
         "weight_bytes": run.meta.get("target", {}).get("weight_bytes"),

@@ -195,15 +195,17 @@ def _evaluate(rule: Rule, report: dict[str, Any]) -> RuleResult:
         tokens = report.get("tokens")
         if not tokens:
             return RuleResult(rule.label, "skip", None, None, None, "", "no token-level data (a server side?)")
+        if tokens.get(rule.metric) is None:
+            return RuleResult(rule.label, "skip", None, None, None, "", f"{rule.metric} not measured (no tokens)")
         value = float(tokens[rule.metric])
-        se = {"kl_mean": tokens["kl_se"], "top1_agreement": tokens["top1_se"]}.get(rule.metric, 0.0)
+        se = {"kl_mean": tokens.get("kl_se"), "top1_agreement": tokens.get("top1_se")}.get(rule.metric) or 0.0
         zq = _z(report.get("confidence", 0.95))
         low, high = value - zq * se, value + zq * se
         outcome = _decide(low, high, rule.min, rule.max)
         return RuleResult(rule.label, outcome, value, low, high, _bound_text(rule), f"{rule.metric} {value:.4g}")
     if rule.metric == "length_ratio":
         ratio = report["length"].get("ratio") if report.get("length") else None
-        if not ratio:
+        if not ratio or ratio.get("estimate") is None:
             return RuleResult(rule.label, "skip", None, None, None, "", "no lengths")
         outcome = _decide(ratio["low"], ratio["high"], rule.min, rule.max)
         return RuleResult(rule.label, outcome, ratio["estimate"], ratio["low"], ratio["high"], _bound_text(rule),

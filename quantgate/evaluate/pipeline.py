@@ -8,11 +8,13 @@ with the same tokenizer, a stored run counting as local when its model directory
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantgate import __version__
 from quantgate.checks.builtin import default_registry
 from quantgate.errors import QuantgateError
 from quantgate.evaluate.compare import compare_runs
@@ -110,4 +112,8 @@ def compare_sides(
                           cost=lambda side, case: prices.get(side, default).cost(case))
     gate = evaluate_gate(report, policy)
     report["gate"] = gate.to_dict()
+    report["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    report["quantgate_version"] = __version__
+    report["policy"] = {"confidence": policy.confidence, "rules": [asdict(r) for r in policy.rules],
+                        "costs": {side: asdict(spec) for side, spec in prices.items()}}
     return CompareOutcome(report, gate, {"baseline": base_run, "candidate": cand_run})

@@ -95,7 +95,7 @@ def summarise(cases: Sequence[PositionMetrics], divergences: Sequence[int | None
     ppl_b = math.exp(nb.mean()) if nb.size else float("nan")
     ppl_c = math.exp(nc.mean()) if nc.size else float("nan")
     diverged = [d for d in divergences if d is not None]
-    hist_counts, hist_edges = np.histogram(np.log10(np.clip(kl, 1e-8, None)), bins=30, range=(-8, 1)) if kl.size else (np.zeros(0), np.zeros(0))
+    hist_counts, hist_edges = np.histogram(np.log10(np.clip(kl, 1e-8, 9.99)), bins=30, range=(-8, 1)) if kl.size else (np.zeros(0), np.zeros(0))
     return TokenReport(
         positions=int(kl.size), kl_mean=kl_mean, kl_se=kl_se, kl_p90=tails["p90"], kl_p99=tails["p99"],
         kl_max=float(kl.max()) if kl.size else 0.0, top1_agreement=top1, top1_se=top1_se,

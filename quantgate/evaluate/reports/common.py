@@ -12,17 +12,20 @@ format and not another. Formatting is plain text; each renderer escapes for its 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
-    "DASH", "Report", "as_float", "failed_codes", "flip_counts", "fmt_bytes", "fmt_interval", "fmt_num",
-    "fmt_p", "fmt_pct", "plural", "fmt_rate", "fmt_signed_pct", "gate_rules", "one_line", "pass_rate_scopes",
-    "proportion_stderr", "ratio", "sanitize", "side_label", "sorted_flips", "token_block", "truncate", "verdict",
+    "DASH", "Report", "as_float", "consistency_summary", "failed_codes", "flip_counts", "fmt_bytes", "fmt_change",
+    "fmt_interval", "fmt_num", "fmt_p", "fmt_pct", "fmt_rate", "fmt_signed_pct", "gate_rules", "length_summary",
+    "one_line", "pass_rate_scopes", "plural", "proportion_stderr", "ratio", "sanitize", "side_label", "sorted_flips",
+    "token_block", "truncate", "verdict", "visible_controls",
 ]
 
 Report = dict[str, Any]
 DASH = "-"
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def as_float(value: Any) -> float | None:
@@ -83,6 +86,34 @@ def fmt_rate(block: dict[str, Any] | None) -> str:
     return f"{fmt_pct(block.get('estimate'))} {fmt_interval(block.get('low'), block.get('high'), pct=True)}"
 
 
+def fmt_change(diff: dict[str, Any] | None) -> str:
+    """A paired difference block as ``-33.1 pp [-41.8, -24.7]``."""
+    d = diff or {}
+    return f"{fmt_signed_pct(d.get('estimate'))} {fmt_interval(d.get('low'), d.get('high'), pct=True, signed=True)}"
+
+
+def length_summary(report: Report) -> str | None:
+    """``mean completion tokens 60.1 -> 70.2, ratio x1.17 [1.1, 1.2], Wilcoxon p=0.002``; None without lengths."""
+    length = report.get("length") or {}
+    if not length.get("ratio") and length.get("baseline_mean") is None:
+        return None
+    r = length.get("ratio") or {}
+    return (f"mean completion tokens {fmt_num(length.get('baseline_mean'), 4)} -> "
+            f"{fmt_num(length.get('candidate_mean'), 4)}, ratio x{fmt_num(r.get('estimate'), 4)} "
+            f"{fmt_interval(r.get('low'), r.get('high'), digits=4)}, Wilcoxon p={fmt_p(length.get('wilcoxon_p'))}")
+
+
+def consistency_summary(report: Report) -> str | None:
+    """``3 sampled cases: passing share 100.0% -> 66.7%, distinct answers 1 -> 2``; None without any."""
+    cons = report.get("consistency") or {}
+    if not cons.get("cases"):
+        return None
+    b, c = cons.get("baseline") or {}, cons.get("candidate") or {}
+    return (f"{plural(int(cons['cases']), 'sampled case')}: passing share {fmt_pct(b.get('pass_share'))} -> "
+            f"{fmt_pct(c.get('pass_share'))}, distinct answers {fmt_num(b.get('distinct_mean'))} -> "
+            f"{fmt_num(c.get('distinct_mean'))}")
+
+
 def fmt_p(value: Any) -> str:
     f = as_float(value)
     if f is None:
@@ -110,9 +141,19 @@ def ratio(numerator: Any, denominator: Any) -> float | None:
     return num / den
 
 
+def visible_controls(text: str) -> str:
+    """Control characters other than newline and tab shown as their Unicode pictures (ESC as ␛).
+
+    Model outputs are untrusted: an ESC sequence would recolour or rewrite the user's terminal, and
+    NUL or other C0 controls are invalid in XML and a parse error in HTML.
+    """
+    return _CONTROLS.sub(lambda m: "\u2421" if m.group() == "\x7f" else chr(0x2400 + ord(m.group())),
+                         text.replace("\r\n", "\n"))
+
+
 def one_line(text: str) -> str:
-    """Newlines and tabs made visible so an output fits one table cell."""
-    return text.replace("\r\n", "\n").replace("\n", "\u21b5").replace("\t", "\u2192")
+    """Newlines and tabs made visible so an output fits one table cell; controls as pictures."""
+    return visible_controls(text).replace("\n", "\u21b5").replace("\t", "\u2192")
 
 
 def plural(n: int, word: str) -> str:

@@ -27,7 +27,14 @@ import math
 from typing import Any
 
 from quantgate.evaluate.reports.common import (
-    Report, pass_rate_scopes, proportion_stderr, ratio, sanitize, side_label, token_block, verdict,
+    Report,
+    pass_rate_scopes,
+    proportion_stderr,
+    ratio,
+    sanitize,
+    side_label,
+    token_block,
+    verdict,
 )
 
 __all__ = ["lm_eval_results", "to_json"]

@@ -23,9 +23,30 @@ import re
 from typing import Any
 
 from quantgate.evaluate.reports.common import (
-    DASH, Report, as_float, failed_codes, flip_counts, fmt_bytes, fmt_interval, fmt_num, fmt_p, fmt_pct, fmt_rate,
-    fmt_signed_pct, gate_rules, one_line, pass_rate_scopes, plural, ratio, side_label, sorted_flips, token_block,
-    truncate, verdict,
+    DASH,
+    Report,
+    as_float,
+    consistency_summary,
+    failed_codes,
+    flip_counts,
+    fmt_bytes,
+    fmt_change,
+    fmt_interval,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_rate,
+    gate_rules,
+    one_line,
+    pass_rate_scopes,
+    plural,
+    ratio,
+    side_label,
+    sorted_flips,
+    token_block,
+    truncate,
+    verdict,
+    visible_controls,
 )
 
 __all__ = ["code_span", "escape_text", "to_markdown"]
@@ -33,7 +54,7 @@ __all__ = ["code_span", "escape_text", "to_markdown"]
 
 def escape_text(text: Any) -> str:
     """Plain text safe in a Markdown table cell: HTML entities, escaped punctuation, no newlines."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = visible_controls(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     s = re.sub(r"([\\`*_\[\]|#~])", r"\\\1", s)
     return " ".join(s.split())
 
@@ -101,9 +122,8 @@ def _pass_rates(report: Report) -> list[str]:
         return ["_No cases compared._", ""]
     rows = []
     for _, label, b in scopes:
-        d = b.get("diff") or {}
-        rows.append([escape_text(label), str(b.get("n", DASH)), fmt_rate(b.get("baseline")), fmt_rate(b.get("candidate")),
-                     f"{fmt_signed_pct(d.get('estimate'))} {fmt_interval(d.get('low'), d.get('high'), True, True)}",
+        rows.append([escape_text(label), str(b.get("n", DASH)), fmt_rate(b.get("baseline")),
+                     fmt_rate(b.get("candidate")), fmt_change(b.get("diff")),
                      f"{b.get('regressions', 0)} / {b.get('improvements', 0)}", fmt_p(b.get("mcnemar_p"))])
     conf = as_float(report.get("confidence")) or 0.95
     return [f"#### Pass rates ({conf:.0%} intervals)", ""] + _table(
@@ -124,11 +144,10 @@ def _tokens(report: Report) -> list[str]:
 
 def _summary(report: Report) -> list[str]:
     parts = []
-    length = report.get("length") or {}
-    r = length.get("ratio") or {}
+    r = (report.get("length") or {}).get("ratio") or {}
     if r:
         parts.append(f"length x{fmt_num(r.get('estimate'), 4)} {fmt_interval(r.get('low'), r.get('high'), digits=4)} "
-                     f"(Wilcoxon p={fmt_p(length.get('wilcoxon_p'))})")
+                     f"(Wilcoxon p={fmt_p((report.get('length') or {}).get('wilcoxon_p'))})")
     perf = report.get("performance") or {}
     b, c = perf.get("baseline") or {}, perf.get("candidate") or {}
     for q in ("p50", "p95"):
@@ -143,11 +162,9 @@ def _summary(report: Report) -> list[str]:
     rc = ratio(c.get("cost_per_success"), b.get("cost_per_success"))
     if rc is not None:
         parts.append(f"cost per success x{rc:.3f}")
-    cons = report.get("consistency") or {}
-    if cons.get("cases"):
-        parts.append(f"consistency ({cons['cases']} sampled cases) passing share "
-                     f"{fmt_pct((cons.get('baseline') or {}).get('pass_share'))} -> "
-                     f"{fmt_pct((cons.get('candidate') or {}).get('pass_share'))}")
+    consistency = consistency_summary(report)
+    if consistency:
+        parts.append(f"consistency over {consistency}")
     return ["; ".join(parts), ""] if parts else []
 
 

@@ -6,9 +6,11 @@ flipped cases. Sections with no data print one dim line instead of an empty tabl
 comparison (no token metrics) reads the same as a local one.
 
 Trade-offs: tables are sized for 100-120 columns; case ids and rule names never wrap (a wrapped
-id is hard to copy), so the long free-text columns (reasons, outputs) take the squeeze and model
-outputs are truncated to one line each. Every value taken from the report is passed as
-``rich.text.Text``, never as a markup string, so an output containing ``[bold]`` prints literally.
+id is hard to copy), so the long free-text columns (reasons, outputs) take the squeeze, model
+outputs are truncated to one line each, and below ~118 columns intervals move under their values
+instead of beside them. Every value taken from the report is passed as ``rich.text.Text``, never
+as a markup string, so an output containing ``[bold]`` prints literally, and control characters
+are shown as their pictures (an ESC from a model output must not reach the user's terminal).
 """
 
 from __future__ import annotations
@@ -21,25 +23,49 @@ from rich.table import Table
 from rich.text import Text
 
 from quantgate.evaluate.reports.common import (
-    DASH, Report, as_float, failed_codes, flip_counts, fmt_bytes, fmt_interval, fmt_num, fmt_p, fmt_pct, fmt_rate,
-    fmt_signed_pct, gate_rules, one_line, pass_rate_scopes, plural, ratio, side_label, sorted_flips, token_block, truncate,
+    DASH,
+    Report,
+    as_float,
+    consistency_summary,
+    failed_codes,
+    flip_counts,
+    fmt_bytes,
+    fmt_change,
+    fmt_interval,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_rate,
+    gate_rules,
+    length_summary,
+    one_line,
+    pass_rate_scopes,
+    plural,
+    ratio,
+    side_label,
+    sorted_flips,
+    token_block,
+    truncate,
     verdict,
+    visible_controls,
 )
 
 __all__ = ["render_terminal"]
 
+_WIDE = 118  # from this console width on, intervals sit beside their values; narrower, below them
 _STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red", "skip": "dim", "none": "bold"}
 
 
 def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     for col in columns:
         table.add_column(col)
     return table
 
 
 def _t(value: Any, style: str = "") -> Text:
-    return Text(str(value), style=style)
+    return Text(visible_controls(str(value)), style=style)
 
 
 def _note(console: Console, title: str, text: str) -> None:
@@ -70,14 +96,19 @@ def _gate(report: Report, console: Console) -> None:
     if not rules:
         _note(console, "Gate", "not gated")
         return
-    table = _table("Gate", "rule", "outcome", "value", "interval", "bound", "reason")
-    table.columns[0].no_wrap = True
-    table.columns[5].ratio = 1
+    wide = console.width >= _WIDE
+    columns = ("rule", "outcome", "value", "interval", "bound") if wide else ("rule", "outcome", "value",
+                                                                              "interval / bound")
+    table = _table("Gate", *columns, "reason")
+    for col in table.columns[:-1]:
+        col.no_wrap = True
+    table.columns[-1].ratio = 1
     for r in rules:
         outcome = str(r.get("outcome"))
-        table.add_row(_t(r.get("rule")), _t(outcome.upper(), _STYLE.get(outcome, "")), _t(fmt_num(r.get("value"), 4)),
-                      _t(fmt_interval(r.get("low"), r.get("high"), digits=4)), _t(r.get("bound") or DASH),
-                      _t(r.get("reason") or ""))
+        interval, bound = fmt_interval(r.get("low"), r.get("high"), digits=3), str(r.get("bound") or DASH)
+        cells = [_t(interval), _t(bound)] if wide else [_t(f"{interval}\n{bound}")]
+        table.add_row(_t(r.get("rule")), _t(outcome.upper(), _STYLE.get(outcome, "")), _t(fmt_num(r.get("value"), 3)),
+                      *cells, _t(r.get("reason") or ""))
     console.print(table)
 
 
@@ -92,13 +123,18 @@ def _pass_rates(report: Report, console: Console) -> None:
     table.columns[0].no_wrap = True
     for col in table.columns[1:]:
         col.justify = "right"
+    sep = " " if console.width >= _WIDE else "\n"  # narrow: each interval under its estimate
+
+    def rate(block: dict[str, Any] | None) -> Text:
+        return _t(fmt_rate(block).replace(" ", sep, 1))
+
     for _, label, b in scopes:
         diff = b.get("diff") or {}
-        change = f"{fmt_signed_pct(diff.get('estimate'))} {fmt_interval(diff.get('low'), diff.get('high'), True, True)}"
-        style = "red" if (as_float(diff.get("high")) or 0) < 0 else "green" if (as_float(diff.get("low")) or 0) > 0 else ""
-        table.add_row(_t(label), _t(b.get("n", DASH)), _t(fmt_rate(b.get("baseline"))), _t(fmt_rate(b.get("candidate"))),
-                      _t(change, style), _t(f"{b.get('regressions', 0)}/{b.get('improvements', 0)}"),
-                      _t(fmt_p(b.get("mcnemar_p"))))
+        high, low = as_float(diff.get("high")) or 0.0, as_float(diff.get("low")) or 0.0
+        style = "red" if high < 0 else "green" if low > 0 else ""
+        table.add_row(_t(label), _t(b.get("n", DASH)), rate(b.get("baseline")), rate(b.get("candidate")),
+                      _t(fmt_change(diff).replace(" [", f"{sep}[", 1), style),
+                      _t(f"{b.get('regressions', 0)}/{b.get('improvements', 0)}"), _t(fmt_p(b.get("mcnemar_p"))))
     console.print(table)
 
 
@@ -114,8 +150,9 @@ def _tokens(report: Report, console: Console) -> None:
         ("KL p90 / p99 / max", " / ".join(fmt_num(tokens.get(k), 4) for k in ("kl_p90", "kl_p99", "kl_max"))),
         ("top-1 agreement ± se", f"{fmt_pct(tokens.get('top1_agreement'), 2)} ± {fmt_pct(tokens.get('top1_se'), 2)}"),
         ("Δp mean / rms", f"{fmt_num(tokens.get('dp_mean'), 3)} / {fmt_num(tokens.get('dp_rms'), 3)}"),
-        ("perplexity base / cand (ratio)", f"{fmt_num(tokens.get('ppl_base'), 4)} / {fmt_num(tokens.get('ppl_cand'), 4)} "
-                                           f"(x{fmt_num(tokens.get('ppl_ratio'), 4)})"),
+        ("perplexity base / cand (ratio)",
+         f"{fmt_num(tokens.get('ppl_base'), 4)} / {fmt_num(tokens.get('ppl_cand'), 4)} "
+         f"(x{fmt_num(tokens.get('ppl_ratio'), 4)})"),
         ("greedy identical", fmt_pct(tokens.get("greedy_identical"))),
         ("first divergence (median token)", fmt_num(tokens.get("first_divergence_median"))),
     ]
@@ -125,23 +162,15 @@ def _tokens(report: Report, console: Console) -> None:
 
 
 def _length_and_consistency(report: Report, console: Console) -> None:
-    length = report.get("length") or {}
-    if length.get("ratio") is None and length.get("baseline_mean") is None:
+    length, consistency = length_summary(report), consistency_summary(report)
+    if length is None:
         _note(console, "Length", "no lengths")
     else:
-        r = length.get("ratio") or {}
-        console.print(Text.assemble(("Length  ", "bold"), "mean completion tokens ",
-                                    f"{fmt_num(length.get('baseline_mean'), 4)} -> {fmt_num(length.get('candidate_mean'), 4)}",
-                                    f", ratio x{fmt_num(r.get('estimate'), 4)} {fmt_interval(r.get('low'), r.get('high'), digits=4)}",
-                                    f", Wilcoxon p={fmt_p(length.get('wilcoxon_p'))}"))
-    cons = report.get("consistency") or {}
-    if not cons.get("cases"):
+        console.print(Text.assemble(("Length  ", "bold"), length))
+    if consistency is None:
         _note(console, "Consistency", "no case was sampled more than once on both sides")
-        return
-    b, c = cons.get("baseline") or {}, cons.get("candidate") or {}
-    console.print(Text.assemble(("Consistency  ", "bold"), f"{cons['cases']} sampled cases: passing share ",
-                                f"{fmt_pct(b.get('pass_share'))} -> {fmt_pct(c.get('pass_share'))}, distinct answers ",
-                                f"{fmt_num(b.get('distinct_mean'))} -> {fmt_num(c.get('distinct_mean'))}"))
+    else:
+        console.print(Text.assemble(("Consistency  ", "bold"), consistency))
 
 
 def _performance(report: Report, console: Console) -> None:
