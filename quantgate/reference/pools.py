@@ -1,0 +1,182 @@
+"""Entity pools and the train/held-out split that the synthetic corpus draws from.
+
+Held-out evaluation must use entities the trainer never saw, so every entity family is split
+*structurally*, not by sampling: synthetic names, companies, products, streets and cities start with
+an onset (``z``, ``j``, ``qu``, ``y``, ``w``) that no training entity starts with or contains; real
+city names, event topics and tickers are partitioned by index or letter. A held-out entity string
+can therefore never occur in a training example, which ``tests/reference`` checks.
+
+Phrasing templates are split the same way: ``pick_template`` keeps every fifth template of each
+list for the held-out split. The trade-off is that held-out phrasings are only ~20% of the variety,
+but the model never sees them, which is what "unseen phrasing" has to mean.
+
+Everything here is immutable module-level data plus pure functions of an explicit ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Literal
+
+__all__ = [
+    "Split",
+    "city",
+    "company",
+    "date_pair",
+    "email",
+    "event_title",
+    "person",
+    "phone",
+    "pick_template",
+    "product",
+    "street",
+    "syllable_word",
+    "ticker",
+    "time_pair",
+]
+
+Split = Literal["train", "heldout"]
+
+_TRAIN_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "dr", "gr",
+                 "kr", "st", "tr", "sh", "th", "ch", "pl", "fl", "h", "c", "sl", "pr")
+_HELDOUT_ONSETS = ("z", "j", "qu", "y", "w")
+# Inner syllables only use training onsets, so the held-out letters never appear inside a train word.
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "io", "ea")
+_CODAS = ("", "", "", "n", "r", "l", "s", "th", "v", "k", "m", "d")
+_SURNAME_ENDS = ("", "", "son", "ova", "ez", "ski", "er", "ani", "ard", "en")
+
+_REAL_CITIES = (
+    "Oslo", "Lima", "Paris", "Berlin", "Madrid", "Rome", "Tokyo", "Seoul", "Cairo", "Nairobi",
+    "Lagos", "Dublin", "Vienna", "Prague", "Warsaw", "Athens", "Lisbon", "Boston", "Chicago",
+    "Denver", "Seattle", "Austin", "Toronto", "Montreal", "Sydney", "Perth", "Auckland", "Mumbai",
+    "Delhi", "Bangkok", "Hanoi", "Manila", "Jakarta", "Istanbul", "Dubai", "Doha", "Riyadh",
+    "Santiago", "Bogota", "Quito", "Havana", "Houston", "Phoenix", "Miami", "Atlanta", "Portland",
+    "Helsinki", "Stockholm", "Copenhagen", "Brussels", "Amsterdam", "Zurich", "Geneva", "Munich",
+    "Hamburg", "Milan", "Naples", "Seville", "Porto", "Krakow", "Budapest", "Bucharest", "Sofia",
+    "Belgrade", "Zagreb", "Riga", "Tallinn", "Vilnius", "Kyiv", "Tbilisi", "Baku", "Tehran",
+    "Karachi", "Dhaka", "Kathmandu", "Colombo", "Chennai", "Kolkata", "Osaka", "Kyoto", "Busan",
+    "Taipei", "Shanghai", "Beijing", "Singapore", "Kuala Lumpur", "Cape Town", "Johannesburg",
+    "Accra", "Dakar", "Tunis", "Casablanca", "Marrakesh", "Buenos Aires", "Montevideo",
+    "San Diego", "Las Vegas", "New Orleans", "Mexico City", "Rio de Janeiro", "Sao Paulo",
+    "Salt Lake City", "Los Angeles", "Hong Kong", "Tel Aviv", "Abu Dhabi", "St. Louis",
+    "Vancouver", "Calgary", "Edinburgh", "Glasgow", "Cardiff", "Belfast", "Marseille", "Lyon",
+)
+_CITY_SUFFIXES = ("burg", "ville", "port", "ton", " Falls", " Springs", "ford", " Bay", "field", "mouth")
+_DOMAINS_TRAIN = ("mail.com", "inbox.net", "post.org", "webmail.io", "example.com", "corp.net",
+                  "fastmail.co", "letters.org")
+_DOMAINS_HELDOUT = ("quickpost.dev", "yonder.net")
+_COMPANY_SUFFIXES = ("Labs", "Systems", "Foods", "Group", "Works", "Studio", "Motors", "Bank",
+                     "Health", "Logistics", "Energy", "Media")
+_PRODUCT_NOUNS = ("Kettle", "Backpack", "Desk Lamp", "Headphones", "Water Bottle", "Blender",
+                  "Notebook", "Yoga Mat", "Toaster", "Phone Case", "Keyboard", "Mouse", "Tent",
+                  "Running Shoes", "Coffee Grinder", "Umbrella", "Monitor", "Chair", "Jacket",
+                  "Speaker")
+_STREET_TYPES = ("Street", "Road", "Avenue", "Lane", "Way", "Drive", "Court", "Place")
+_TOPICS = ("budget", "roadmap", "design", "hiring", "launch", "quarterly", "security", "onboarding",
+           "marketing", "sales", "product", "research", "finance", "support", "team", "board",
+           "strategy", "release", "training", "partner", "customer", "data", "planning", "vendor",
+           "legal")
+_EVENT_KINDS = ("review", "sync", "meeting", "workshop", "retro", "call", "lunch", "kickoff",
+                "demo", "check-in", "interview", "offsite")
+_TRAIN_LETTERS = "ABCDEFGHIKLMNOPRSTUV"
+_HELDOUT_LETTERS = "JQXYZW"
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+          "October", "November", "December")
+
+
+def pick_template(rng: random.Random, templates: Sequence[str], split: Split) -> str:
+    """Pick a template of ``split``: index % 5 == 4 is held out, the rest is for training."""
+    chosen = [t for i, t in enumerate(templates) if (i % 5 == 4) == (split == "heldout")]
+    return rng.choice(chosen)
+
+
+def syllable_word(rng: random.Random, split: Split, syllables: int = 2) -> str:
+    """A pronounceable made-up capitalised word; held-out words start with a held-out onset."""
+    onset = rng.choice(_HELDOUT_ONSETS if split == "heldout" else _TRAIN_ONSETS)
+    parts = [onset + rng.choice(_VOWELS)]
+    for _ in range(syllables - 1):
+        parts.append(rng.choice(_TRAIN_ONSETS) + rng.choice(_VOWELS))
+    return ("".join(parts) + rng.choice(_CODAS)).capitalize()
+
+
+def person(rng: random.Random, split: Split) -> str:
+    """A full name like ``Brakel Tomason``; both parts belong to ``split``."""
+    first = syllable_word(rng, split, rng.choice((1, 2, 2, 3)))
+    last = syllable_word(rng, split, rng.choice((1, 2, 2))) + rng.choice(_SURNAME_ENDS)
+    return f"{first} {last}"
+
+
+def city(rng: random.Random, split: Split) -> str:
+    """A real city (every fifth one held out) or a made-up one of ``split``."""
+    if rng.random() < 0.6:
+        return rng.choice([c for i, c in enumerate(_REAL_CITIES) if (i % 5 == 4) == (split == "heldout")])
+    return syllable_word(rng, split, rng.choice((1, 2))) + rng.choice(_CITY_SUFFIXES)
+
+
+def email(rng: random.Random, split: Split, name: str | None = None) -> str:
+    """An address derived from ``name`` (or a fresh name of ``split``)."""
+    name = name or person(rng, split)
+    first, last = name.lower().split(" ", 1)
+    local = rng.choice((f"{first}.{last}", f"{first}{rng.randint(1, 99)}", f"{first[0]}{last}", first))
+    domains = _DOMAINS_HELDOUT + _DOMAINS_TRAIN if split == "heldout" else _DOMAINS_TRAIN
+    return f"{local.replace(' ', '')}@{rng.choice(domains)}"
+
+
+def phone(rng: random.Random) -> str:
+    """A phone number in one of a few common layouts (numbers are not split: they are not entities)."""
+    a, b, c = rng.randint(200, 999), rng.randint(100, 999), rng.randint(1000, 9999)
+    return rng.choice((f"{a}-{b}-{c}", f"({a}) {b}-{c}", f"+1 {a} {b} {c}", f"{b}-{c}"))
+
+
+def company(rng: random.Random, split: Split) -> str:
+    """A company name like ``Velmor Labs``."""
+    return f"{syllable_word(rng, split, rng.choice((1, 2)))} {rng.choice(_COMPANY_SUFFIXES)}"
+
+
+def product(rng: random.Random, split: Split) -> str:
+    """A product name: a brand of ``split`` and a common noun."""
+    return f"{syllable_word(rng, split, rng.choice((1, 2)))} {rng.choice(_PRODUCT_NOUNS)}"
+
+
+def street(rng: random.Random, split: Split) -> str:
+    """A street address like ``42 Talvo Road``."""
+    return f"{rng.randint(1, 999)} {syllable_word(rng, split, rng.choice((1, 2)))} {rng.choice(_STREET_TYPES)}"
+
+
+def event_title(rng: random.Random, split: Split) -> str:
+    """An event title like ``budget review``; topics are split by index, kinds are shared."""
+    topics = [t for i, t in enumerate(_TOPICS) if (i % 5 == 4) == (split == "heldout")]
+    title = f"{rng.choice(topics)} {rng.choice(_EVENT_KINDS)}"
+    if rng.random() < 0.25:
+        title += f" with {syllable_word(rng, split, 2)}"
+    return title.capitalize() if rng.random() < 0.5 else title
+
+
+def ticker(rng: random.Random, split: Split) -> str:
+    """A 2-5 letter ticker; held-out ones contain a letter no training ticker uses."""
+    n = rng.randint(2, 5)
+    letters = [rng.choice(_TRAIN_LETTERS) for _ in range(n)]
+    if split == "heldout":
+        letters[rng.randrange(n)] = rng.choice(_HELDOUT_LETTERS)
+    return "".join(letters)
+
+
+def date_pair(rng: random.Random) -> tuple[str, str]:
+    """(text as a user might write it, ISO date the tool expects)."""
+    y, m, d = rng.randint(2024, 2027), rng.randint(1, 12), rng.randint(1, 28)
+    iso = f"{y:04d}-{m:02d}-{d:02d}"
+    text = rng.choice((iso, iso, f"{MONTHS[m - 1]} {d}, {y}", f"{d} {MONTHS[m - 1]} {y}"))
+    return text, iso
+
+
+def time_pair(rng: random.Random) -> tuple[str, str]:
+    """(time as written, HH:MM 24-hour)."""
+    h, mi = rng.randint(7, 20), rng.choice((0, 0, 15, 30, 45, rng.randint(0, 59)))
+    hhmm = f"{h:02d}:{mi:02d}"
+    if rng.random() < 0.5:
+        return hhmm, hhmm
+    h12 = h - 12 if h > 12 else h
+    suffix = "pm" if h >= 12 else "am"
+    text = f"{h12}{suffix}" if mi == 0 and rng.random() < 0.5 else f"{h12}:{mi:02d} {suffix}"
+    return text, hhmm

@@ -1,0 +1,228 @@
+"""Train the reference assistant from scratch on the synthetic corpus and write an HF Llama directory.
+
+    python -m quantgate.reference.train --out quantgate/reference/weights          # committed model
+    python -m quantgate.reference.train --out /tmp/tiny --preset tiny --steps 5     # smoke test
+
+Pipeline: generate the seeded training split (``corpus``), train the byte-level BPE on it
+(``tokenizer``), render every example with the shipped chat template, train a ``LlamaForCausalLM``
+with loss on assistant tokens only (AdamW, linear warm-up, cosine decay), save safetensors plus
+tokenizer files.
+
+Trade-offs: the model is trained in fp32 on CPU because bf16 autocast on a 2-core CPU was not faster
+for a model this small and fp32 keeps runs bit-reproducible; batches are built by length buckets
+under a token budget instead of packing, which wastes a little padding but keeps every example's
+attention isolated without custom masks. Same seed and thread count give identical weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quantgate.reference.corpus import Example, generate
+from quantgate.reference.tokenizer import BOS, EOS, PAD, train_tokenizer, write_tokenizer_files
+
+__all__ = ["PRESETS", "TrainConfig", "build_model", "encode_examples", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained weights (plus output path and logging cadence)."""
+
+    out: str
+    seed: int = 0
+    steps: int = 850
+    examples: int = 40_000
+    tokenizer_examples: int = 20_000
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    intermediate_size: int = 640
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    max_positions: int = 1024
+    max_len: int = 512
+    batch_tokens: int = 6144
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 60
+    weight_decay: float = 0.05
+    threads: int = 2
+    log_every: int = 25
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Small enough that tests can train it twice in a few seconds; shapes keep the quantization
+    # constraints (hidden and intermediate multiples of 128, vocab a multiple of 64).
+    "tiny": {"examples": 300, "tokenizer_examples": 300, "vocab_size": 512, "hidden_size": 128,
+             "intermediate_size": 256, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2,
+             "batch_tokens": 2048, "warmup": 2, "log_every": 1},
+}
+
+
+def build_model(cfg: TrainConfig, vocab: dict[str, int]) -> Any:
+    """A freshly initialised ``LlamaForCausalLM`` (seeded by the caller) for ``cfg``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[PAD],
+        torch_dtype="float32",
+    )
+    return LlamaForCausalLM(config)
+
+
+def _render_prompt(tok: Any, ex: Example) -> str:
+    return tok.apply_chat_template(ex.messages, tools=ex.tools, add_generation_prompt=True, tokenize=False)
+
+
+def encode_examples(tok: Any, examples: list[Example], max_len: int) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + target + ``<|im_end|>`` and the prompt length, per example.
+
+    Prompt and target are encoded separately, exactly as at inference time (the prompt is encoded
+    alone, then the model continues it), so training never sees a merge across that boundary.
+    Examples longer than ``max_len`` are dropped.
+    """
+    prompts = tok([_render_prompt(tok, ex) for ex in examples], add_special_tokens=False)["input_ids"]
+    targets = tok([ex.target + EOS for ex in examples], add_special_tokens=False)["input_ids"]
+    return [(p + t, len(p)) for p, t in zip(prompts, targets) if len(p) + len(t) <= max_len]
+
+
+def _batches(encoded: list[tuple[list[int], int]], batch_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Index batches of similar length whose padded size stays under ``batch_tokens``."""
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i][0]), i))
+    batches, cur, cur_max = [], [], 0
+    for i in order:
+        n = len(encoded[i][0])
+        if cur and max(cur_max, n) * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur, cur_max = [], 0
+        cur.append(i)
+        cur_max = max(cur_max, n)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(encoded: list[tuple[list[int], int]], idx: list[int], pad_id: int) -> tuple[torch.Tensor, ...]:
+    width = max(len(encoded[i][0]) for i in idx)
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(idx), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    for row, i in enumerate(idx):
+        seq, plen = encoded[i]
+        ids[row, : len(seq)] = torch.tensor(seq)
+        labels[row, plen : len(seq)] = torch.tensor(seq[plen:])  # loss on assistant tokens only
+        mask[row, : len(seq)] = 1
+    return ids, mask, labels
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(cfg: TrainConfig, log: Any = print) -> Path:
+    """Train per ``cfg`` and write the model directory ``cfg.out``; returns its path."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    start = time.time()
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    examples = generate(cfg.examples, cfg.seed, "train")
+    # The tokenizer sees the same text the model will: rendered system/user turns plus targets.
+    tok_texts = [json.dumps(ex.tools) if ex.tools else "" for ex in examples[: cfg.tokenizer_examples]]
+    tok_texts += [ex.messages[-1]["content"] + "\n" + ex.target for ex in examples[: cfg.tokenizer_examples]]
+    bpe = train_tokenizer(tok_texts, cfg.vocab_size)
+    write_tokenizer_files(bpe, out, cfg.max_positions)
+    tok = AutoTokenizer.from_pretrained(out)
+    encoded = encode_examples(tok, examples, cfg.max_len)
+    n_tokens = sum(len(s) for s, _ in encoded)
+    log(f"data: {len(encoded)} examples, {n_tokens} tokens, prepared in {time.time() - start:.0f}s")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, bpe.get_vocab())
+    model.train()
+    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    rng = random.Random(cfg.seed)
+    pad_id = bpe.token_to_id(PAD)
+    batches: list[list[int]] = []
+    seen_tokens, t0, loss_avg = 0, time.time(), 0.0
+    for step in range(cfg.steps):
+        if not batches:  # a new pass over the data, reshuffled
+            batches = _batches(encoded, cfg.batch_tokens, rng)
+        ids, mask, labels = _collate(encoded, batches.pop(), pad_id)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        seen_tokens += int(mask.sum())
+        loss_avg = loss.item() if step == 0 else 0.9 * loss_avg + 0.1 * loss.item()
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            el = time.time() - t0
+            log(f"step {step + 1}/{cfg.steps} loss {loss_avg:.4f} lr {_lr_at(step, cfg):.2e} "
+                f"{el:.0f}s {seen_tokens / el:.0f} tok/s eta {el / (step + 1) * (cfg.steps - step - 1):.0f}s")
+
+    model.eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=bpe.token_to_id(BOS), eos_token_id=bpe.token_to_id(EOS), pad_token_id=pad_id,
+        do_sample=False, max_new_tokens=256,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    log(f"saved {out} after {time.time() - start:.0f}s")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``--out DIR`` plus overrides of any ``TrainConfig`` field; ``--eval N`` grades held-out."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--tiny", action="store_true", help="same as --preset tiny")
+    p.add_argument("--eval", type=int, default=0, help="grade N held-out prompts per behaviour after training")
+    for f in TrainConfig.__dataclass_fields__.values():
+        if f.name != "out":
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None)
+    a = p.parse_args(argv)
+    cfg = replace(TrainConfig(out=a.out), **PRESETS["tiny" if a.tiny else a.preset])
+    overrides = {k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    cfg = replace(cfg, **overrides)
+    out = train(cfg)
+    if a.eval:
+        from quantgate.reference.evaluate import evaluate_dir, format_report
+
+        print(format_report(evaluate_dir(out, a.eval, seed=cfg.seed + 1)))
+
+
+if __name__ == "__main__":
+    main()
