@@ -8,9 +8,10 @@ decode step under ``torch.compile`` when ``compile=True``: that is what makes th
 kernels pay, at the price of a cold compile (18-40 s on a 2-core CPU) and fixed cache shapes
 (batch rounded up to a bucket, length to a multiple of 64) so recompiles stay rare.
 
-A batch runs until its longest row finishes; finished rows ride along on a pad token. That wastes
-some arithmetic on short rows but keeps the cache layout fixed, which compile needs. The gateway
-batches concurrent requests onto this same call.
+In eager mode a row that finishes leaves the batch (its KV cache rows are dropped), so later steps
+cost only what the live rows need. The compiled path keeps fixed shapes, which compile needs:
+there finished rows ride along on a pad token until the batch ends. The gateway batches
+concurrent requests onto this same call.
 """
 
 from __future__ import annotations
@@ -150,26 +151,27 @@ class LocalEngine:
             step = self._stepper(rows, budget)
             logits = next(step)
             prefill_done = time.perf_counter()
+            active = list(range(len(rows)))  # rows still generating; logits row j is rows[active[j]]
             for _ in range(budget):
-                logits = logits[: len(rows)]  # drop bucket-filler rows of the compiled path
-                picked = sample_next(logits, [r.request.params for r in rows], [r.generator for r in rows])
+                logits = logits[: len(active)]  # drop bucket-filler rows of the compiled path
+                live = [rows[i] for i in active]
+                picked = sample_next(logits, [r.request.params for r in live], [r.generator for r in live])
                 chosen_lp = logits.float().log_softmax(-1).gather(1, picked[:, None]).squeeze(1).tolist()
-                chosen = picked.tolist()
                 now = time.perf_counter()
-                for i, (row, token) in enumerate(zip(rows, chosen)):
-                    if row.finish is not None:
-                        continue
+                for j, (i, token) in enumerate(zip(active, picked.tolist())):
+                    row = rows[i]
                     if not row.completion:
                         row.first_token_at = now
                     row.completion.append(token)
-                    row.logprobs.append(chosen_lp[i])
+                    row.logprobs.append(chosen_lp[j])
                     piece = self._advance(row, token, now)
                     if piece:
                         yield TokenDelta(i, piece, token)
-                if all(r.finish is not None for r in rows):
+                keep = [j for j, i in enumerate(active) if rows[i].finish is None]
+                if not keep:
                     break
-                feed = [self.pad_id if r.finish is not None else r.completion[-1] for r in rows]
-                logits = step.send(feed)
+                active = [active[j] for j in keep]
+                logits = step.send(([rows[i].completion[-1] for i in active], keep))
             step.close()
         return [self._finish(row, started, prefill_done) for row in rows]
 
@@ -257,11 +259,14 @@ class LocalEngine:
                          cache=cache, use_cache=True, logits_to_keep=1)
         last = positions[:, -1:]
         while True:
-            feed = yield out.logits[: len(ids), -1, :]
+            feed, keep = yield out.logits[:, -1, :]
+            if len(keep) < mask.shape[0]:
+                # Finished rows leave the batch: later steps cost what the live rows need.
+                index = torch.tensor(keep, dtype=torch.long, device=ids.device)
+                cache.batch_select_indices(index)
+                mask, last = mask[index], last[index]
             tokens = torch.tensor(feed, dtype=torch.long, device=ids.device)
-            if len(tokens) < len(ids):
-                tokens = torch.cat([tokens, tokens.new_full((len(ids) - len(tokens),), self.pad_id)])
-            mask = torch.cat([mask, mask.new_ones((len(ids), 1))], dim=1)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             last = last + 1
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last,
                              cache=cache, use_cache=True)
@@ -282,16 +287,18 @@ class LocalEngine:
         last = positions[:, -1:]
         cursor = width
         rows = ids.shape[0]
+        slots = list(range(rows))  # batch slot of each live row: shapes stay fixed for compile
         logits = out.logits[:, -1, :]
         while True:
-            feed = yield logits
+            feed, keep = yield logits
+            slots = [slots[j] for j in keep]
             tokens = torch.full((rows, 1), self.pad_id, dtype=torch.long, device=ids.device)
-            tokens[: len(feed), 0] = torch.tensor(feed, dtype=torch.long)
+            tokens[slots, 0] = torch.tensor(feed, dtype=torch.long, device=ids.device)
             full_mask[:, cursor] = 1
             last = last + 1
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                 logits = step(tokens, full_mask, last, cache,
-                              torch.tensor([cursor], device=ids.device)).clone()
+                              torch.tensor([cursor], device=ids.device))[slots].clone()
             cursor += 1
 
     def _decode_step(self) -> Any:
