@@ -296,7 +296,6 @@ def _generation_json(result: Any) -> dict[str, Any]:
 def demo(
     out: Annotated[Path, typer.Option(help="Where to write the variants.")] = Path("out/demo"),
     schemes: Annotated[str, typer.Option(help="Comma-separated schemes to make.")] = "int8wo,int4wo-g32,int2wo-g32",
-    per_kind: Annotated[int, typer.Option(help="Prompts per behaviour in the side-by-side.")] = 1,
     model: Annotated[Optional[Path], typer.Option(help="Model directory; default: the bundled reference model.")] = None,
     golden: Annotated[Optional[Path], typer.Option(help="Golden set; default: the reference model's.")] = None,
     cases: Annotated[int, typer.Option(min=0, help="Gate on an even spread of this many cases (0: all).")] = 100,
@@ -310,7 +309,7 @@ def demo(
     _quiet_libraries()
     from quantgate.demo import run_demo
 
-    run_demo(out, names, per_kind, _console(), model_dir=model, golden_path=golden, max_cases=cases or None)
+    run_demo(out, names, _console(), model_dir=model, golden_path=golden, max_cases=cases or None)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,7 +84,7 @@ def _answers(path: Path, shown: list[Any], config: EvalConfig) -> tuple[dict[str
     return texts, size / 1e6, _decode_speed(engine, engine.encode(prompts[0].prompt))
 
 
-def run_demo(out: Path, schemes: list[str], per_kind: int, console: Console,
+def run_demo(out: Path, schemes: list[str], console: Console,
              model_dir: Path | None = None, golden_path: Path | None = None,
              max_cases: int | None = None) -> list[VariantResult]:
     """Quantize, answer, gate; print everything; return the per-variant results."""
@@ -100,7 +100,7 @@ def run_demo(out: Path, schemes: list[str], per_kind: int, console: Console,
         subset.write_text("".join(lines[int(i * step)] + "\n" for i in range(max_cases)))
         golden = load_golden(subset, default_registry())
     config = EvalConfig()
-    shown = _sample(golden)[: max(per_kind, 1) * 5]
+    shown = _sample(golden)
     console.print(f"[bold]quantgate demo[/bold]: reference model {source}, golden set {golden.path} "
                   f"({len(golden)} cases); variants into {out}")
     results: list[VariantResult] = []

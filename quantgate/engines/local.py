@@ -118,7 +118,8 @@ class LocalEngine:
         Requests are grouped by prompt length before batching; results come back in the order given.
         """
         # Similar lengths share a batch, so left padding wastes little prefill and attention.
-        order = sorted(range(len(requests)), key=lambda i: len(self.encode(requests[i].prompt)))
+        requests = [GenerationRequest(self.encode(r.prompt), r.params, r.submitted_at) for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
         results: list[Generation | None] = [None] * len(requests)
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]

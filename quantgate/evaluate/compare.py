@@ -20,7 +20,6 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 from quantgate.evaluate.stats import (
@@ -33,7 +32,6 @@ from quantgate.evaluate.stats import (
     wilcoxon_paired,
     wilson,
 )
-from quantgate.evaluate.token_metrics import first_divergence, summarise
 from quantgate.store.runs import CaseRecord, RunRecord
 
 __all__ = ["CostModel", "compare_runs", "interval_dict"]
@@ -214,7 +212,3 @@ def _performance(cases: list[CaseRecord], run: RunRecord, cost: CostModel | None
         perf["cost_total"] = total
         perf["cost_per_success"] = total / successes if successes else None
     return perf
-
-
-def token_report_dict(cases: Sequence[Any], divergences: Sequence[int | None]) -> dict[str, Any]:
-    return asdict(summarise(cases, divergences))

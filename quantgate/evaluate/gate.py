@@ -169,7 +169,6 @@ def _ratio(report: dict[str, Any], key: str) -> float | None:
 
 
 def _evaluate(rule: Rule, report: dict[str, Any]) -> RuleResult:
-    z = {"low": None, "high": None}
     if rule.metric == "pass_rate":
         beh = report["behaviour"]
         block = beh["overall"] if not (rule.tag or rule.check) else (
@@ -216,7 +215,7 @@ def _evaluate(rule: Rule, report: dict[str, Any]) -> RuleResult:
     if value is None:
         return RuleResult(rule.label, "skip", None, None, None, "", "not measured on both sides")
     outcome = _decide(value, value, rule.min, rule.max)
-    return RuleResult(rule.label, outcome, value, z["low"], z["high"], _bound_text(rule), f"{rule.metric} {value:.3f}")
+    return RuleResult(rule.label, outcome, value, None, None, _bound_text(rule), f"{rule.metric} {value:.3f}")
 
 
 def _bound_text(rule: Rule) -> str:
