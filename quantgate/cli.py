@@ -312,6 +312,26 @@ def demo(
     run_demo(out, names, _console(), model_dir=model, golden_path=golden, max_cases=cases or None)
 
 
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", help="Gateway YAML config.")],
+    host: Annotated[Optional[str], typer.Option(help="Override server.host.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Override server.port.")] = None,
+    check_only: Annotated[bool, typer.Option("--check", help="Validate the config and exit.")] = False,
+) -> None:
+    """Serve the OpenAI-compatible gateway in front of the configured variants."""
+    from quantgate.config import load_config
+
+    cfg = load_config(config)
+    if check_only:
+        typer.echo(f"{config}: ok ({len(cfg.variants)} variants, {len(cfg.routes)} routes, ladder {' < '.join(cfg.ladder)})")
+        return
+    _quiet_libraries()
+    from quantgate.gateway.server import serve as run_server
+
+    run_server(cfg, host, port)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and exit code 2."""
     try:

@@ -22,6 +22,29 @@ class Reply:
     body: Any = None
     raw: bytes | None = None
     delay_s: float = 0.0
+    events: list[str] | None = None  # server-sent events (each a ``data:`` payload), sent as a stream
+    event_delay_s: float = 0.0
+
+
+def sse_events(pieces: list[str], finish_reason: str | None = "stop", prompt_tokens: int = 5,
+               done: bool = True, model: str = "fake") -> list[str]:
+    """The ``data:`` payloads of a streamed completion: role, one chunk per piece, finish, usage, [DONE].
+
+    ``finish_reason=None`` and ``done=False`` make a stream cut short, as a dying server sends it.
+    """
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        return json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    out = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": p}) for p in pieces]
+    if finish_reason is not None:
+        out.append(chunk({}, finish_reason))
+        out.append(json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                               "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
+                                                        "total_tokens": prompt_tokens + len(pieces)}}))
+    if done:
+        out.append("[DONE]")
+    return out
 
 
 def completion(content: str | None = "ok", tool_calls: list[dict[str, Any]] | None = None,
@@ -56,6 +79,20 @@ class FakeUpstream:
             def _send(self, reply: Reply) -> None:
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.events is not None:
+                    # No content-length and the connection closes after: the body ends at EOF, so a
+                    # stream without [DONE] looks exactly like a server that died mid-answer.
+                    self.send_response(reply.status)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    for event in reply.events:
+                        if reply.event_delay_s:
+                            time.sleep(reply.event_delay_s)
+                        self.wfile.write(f"data: {event}\n\n".encode())
+                        self.wfile.flush()
+                    self.close_connection = True
+                    return
                 data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")

@@ -1,0 +1,224 @@
+"""The ASGI app: OpenAI-compatible endpoints, health, metrics and the admin API, over one ``Pipeline``.
+
+The app owns everything it uses (engines, limit store, metrics registry, event log); two apps in
+one process share nothing. Request bodies are read with a size cap before parsing; every error a
+client can cause is an OpenAI-style JSON body with a 4xx, and an unexpected fault is a 500 with the
+same shape and no traceback. Streams that validate are buffered and replayed as chunks; streams
+that do not are relayed chunk by chunk, and a failure after the first byte ends the stream with an
+``error`` event and no ``[DONE]``, so no client mistakes a cut stream for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from quantgate.config import GatewayConfig
+from quantgate.gateway.engines import EngineFailure, GatewayEngine, StreamPiece
+from quantgate.gateway.limits import LimitStore, MemoryLimits
+from quantgate.gateway.pipeline import Answer, Pipeline, Prepared
+from quantgate.gateway.protocol import ApiError, chunk_body, completion_body, error_body, new_id, parse_chat_request
+from quantgate.observe.events import EventLog
+from quantgate.observe.metrics import GatewayMetrics
+
+__all__ = ["create_app"]
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _error(e: ApiError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body is {declared} bytes, over the {limit}-byte limit", code="body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the {limit}-byte limit", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, limits: LimitStore | None = None,
+               metrics: GatewayMetrics | None = None, events: EventLog | None = None,
+               admin_key: str | None = None) -> Starlette:
+    """Build the gateway app. ``engines`` maps every variant name to its engine (see ``build_engines``)."""
+    missing = [v.name for v in config.variants if v.name not in engines]
+    if missing:
+        raise ValueError(f"no engine for variant(s) {', '.join(missing)}")
+    metrics = metrics or GatewayMetrics()
+    events = events or EventLog(config.events.path, config.events.retention_days, config.events.max_rows)
+    admin_key = admin_key if admin_key is not None else os.environ.get(config.server.admin_key_env)
+    admin_digest = hashlib.sha256(admin_key.encode()).hexdigest() if admin_key else None
+    pipeline = Pipeline(config, engines, limits or MemoryLimits(), metrics, events, admin_digest=admin_digest)
+    body_limit = config.server.max_body_bytes
+
+    async def chat(request: Request) -> Response:
+        try:
+            body = parse_chat_request(await _read_body(request, body_limit))
+            prepared = await pipeline.prepare(body, request.headers)
+            if body.stream and not prepared.validates:
+                variant, pieces = await pipeline.stream(prepared)
+                return StreamingResponse(_relay_sse(prepared, variant, pieces, metrics), media_type="text/event-stream",
+                                         headers={**_SSE_HEADERS, **_stream_headers(prepared, variant)})
+            answer = await pipeline.complete(prepared)
+        except ApiError as e:
+            return _error(e)
+        if body.stream:
+            return StreamingResponse(_replay_sse(prepared, answer, metrics), media_type="text/event-stream",
+                                     headers={**_SSE_HEADERS, **answer.headers})
+        c = answer.completion
+        metrics.ttft.labels(prepared.route.name).observe(time.perf_counter() - prepared.started)
+        return JSONResponse(completion_body(new_id(), body.model, c.content, c.tool_calls, c.finish_reason,
+                                            c.prompt_tokens, c.completion_tokens), headers=answer.headers)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "quantgate"} for m in pipeline.router.models]})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        return JSONResponse({"status": "ready", "variants": sorted(engines)})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _admin(request: Request) -> None:
+        if admin_digest is None:
+            raise ApiError(403, f"the admin API is disabled: set {config.server.admin_key_env}",
+                           "permission_error", code="admin_disabled")
+        if not pipeline.tenants.is_admin(pipeline.tenants.bearer(request.headers.get("authorization"))):
+            raise ApiError(401, "admin key required", "authentication_error", code="invalid_admin_key")
+
+    async def admin_variants(request: Request) -> Response:
+        try:
+            _admin(request)
+        except ApiError as e:
+            return _error(e)
+        return JSONResponse({"ladder": config.ladder, "variants": [
+            {"name": n, "in_flight": a.in_flight, "queued": a.queued, "concurrency": a.concurrency}
+            for n, a in pipeline.admission.items()]})
+
+    async def admin_events(request: Request) -> Response:
+        try:
+            _admin(request)
+            limit = int(request.query_params.get("limit", "100"))
+        except ApiError as e:
+            return _error(e)
+        except ValueError:
+            return _error(ApiError(400, "limit must be an integer", param="limit"))
+        return JSONResponse({"events": events.query(request.query_params.get("kind"), min(limit, 1000))})
+
+    async def admin_canary(request: Request) -> Response:
+        try:
+            _admin(request)
+            data = json.loads(await _read_body(request, 4096))
+            route, weight = data["route"], float(data["weight"])
+            pipeline.router.set_canary_weight(route, weight)
+        except ApiError as e:
+            return _error(e)
+        except (ValueError, KeyError, TypeError) as e:
+            return _error(ApiError(400, f'body must be {{"route": NAME, "weight": 0..1}} for a route with a canary: {e}'))
+        events.record("canary_weight", route=route, reason=f"set to {weight:g} by admin")
+        return JSONResponse({"route": route, "weight": pipeline.router.canary_weight(route)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for engine in engines.values():
+            await engine.aclose()
+        events.close()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse(error_body(f"no route for {request.method} {request.url.path}", code="not_found"), 404)
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return JSONResponse(error_body(f"{request.method} is not allowed on {request.url.path}"), 405)
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        return JSONResponse(error_body("internal error in the gateway", "server_error"), 500)
+
+    app = Starlette(
+        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models),
+                Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus),
+                Route("/admin/variants", admin_variants), Route("/admin/events", admin_events),
+                Route("/admin/canary", admin_canary, methods=["POST"])],
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: internal},
+        lifespan=lifespan,
+    )
+    app.state.pipeline = pipeline
+    app.state.metrics = metrics
+    app.state.events = events
+    return app
+
+
+def _stream_headers(p: Prepared, variant: str) -> dict[str, str]:
+    return {"x-quantgate-variant": variant, "x-quantgate-escalated": str(p.decision.ladder.index(variant)),
+            "x-quantgate-route-reason": p.decision.reason.encode("ascii", "replace").decode()[:512]}
+
+
+async def _relay_sse(p: Prepared, variant: str, pieces: AsyncIterator[StreamPiece],
+                     metrics: GatewayMetrics) -> AsyncIterator[bytes]:
+    cid, created, model = new_id(), int(time.time()), p.request.model
+    include_usage = bool(p.request.stream_options and p.request.stream_options.include_usage)
+    usage: dict[str, int] | None = None
+    first = True
+    try:
+        async for piece in pieces:
+            if first:
+                metrics.ttft.labels(p.route.name).observe(time.perf_counter() - p.started)
+                yield _sse(chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
+                first = False
+            if piece.prompt_tokens is not None or piece.completion_tokens is not None:
+                pt, ct = piece.prompt_tokens or 0, piece.completion_tokens or 0
+                usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+            delta: dict[str, Any] = {}
+            if piece.content:
+                delta["content"] = piece.content
+            if piece.tool_calls:
+                delta["tool_calls"] = piece.tool_calls
+            if delta or piece.finish_reason:
+                yield _sse(chunk_body(cid, model, created, delta, piece.finish_reason))
+    except EngineFailure as e:
+        yield _sse(error_body(e.message, "server_error", code="upstream_stream_cut"))
+        return
+    if include_usage and usage is not None:
+        yield _sse(chunk_body(cid, model, created, {}, usage=usage, with_choice=False))
+    yield b"data: [DONE]\n\n"
+
+
+async def _replay_sse(p: Prepared, answer: Answer, metrics: GatewayMetrics) -> AsyncIterator[bytes]:
+    c = answer.completion
+    cid, created, model = new_id(), int(time.time()), p.request.model
+    metrics.ttft.labels(p.route.name).observe(time.perf_counter() - p.started)
+    yield _sse(chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
+    if c.content:
+        yield _sse(chunk_body(cid, model, created, {"content": c.content}))
+    for i, tc in enumerate(c.tool_calls or []):
+        yield _sse(chunk_body(cid, model, created, {"tool_calls": [{"index": i, **tc}]}))
+    yield _sse(chunk_body(cid, model, created, {}, c.finish_reason))
+    if p.request.stream_options and p.request.stream_options.include_usage:
+        usage = {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                 "total_tokens": c.prompt_tokens + c.completion_tokens}
+        yield _sse(chunk_body(cid, model, created, {}, usage=usage, with_choice=False))
+    yield b"data: [DONE]\n\n"

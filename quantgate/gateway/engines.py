@@ -1,0 +1,306 @@
+"""Variants as asynchronous engines: an upstream OpenAI-compatible server, or a local model with dynamic batching.
+
+Both answer ``complete(request, max_tokens)`` with a ``Completion`` and ``stream(...)`` with
+``StreamPiece``s, and raise ``EngineFailure`` (kind ``error`` or ``timeout``) for anything that is
+not a finished answer, so the pipeline can escalate on it. A stream that ends before the upstream
+said it finished is a failure, never a normal completion.
+
+Local engines run on one worker thread per variant: concurrent requests that arrive within
+``batch_wait_ms`` of each other share a batch (up to ``max_batch``), which is where a quantized
+kernel's throughput under load is decided. Streaming requests run one at a time on the same thread
+(the batched path returns whole answers); the trade-off keeps the worker simple and is the case the
+gateway needs least, since validated routes buffer anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from quantgate.checks.tool_parsing import parse_tool_calls_from_text
+from quantgate.errors import QuantgateError
+from quantgate.gateway.protocol import ChatRequest
+
+__all__ = ["Completion", "EngineFailure", "GatewayEngine", "LocalBatchingEngine", "StreamPiece", "UpstreamAsyncEngine"]
+
+
+@dataclass
+class Completion:
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    engine_s: float
+    ttft_s: float
+
+
+@dataclass
+class StreamPiece:
+    """One chunk's worth: a content delta, tool-call deltas (OpenAI shape), or the end with usage."""
+
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class EngineFailure(Exception):
+    def __init__(self, kind: Literal["error", "timeout"], message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class GatewayEngine(Protocol):
+    name: str
+
+    def count_prompt_tokens(self, request: ChatRequest) -> int: ...
+    async def complete(self, request: ChatRequest, max_tokens: int) -> Completion: ...
+    def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]: ...
+    async def aclose(self) -> None: ...
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    return [m.model_dump(exclude_none=True) for m in request.messages]
+
+
+def _tools(request: ChatRequest) -> list[dict[str, Any]] | None:
+    return [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
+
+
+# ------------------------------------------------------------------------------------ upstream
+class UpstreamAsyncEngine:
+    """A pooled ``httpx.AsyncClient`` to ``url`` (``.../v1``); the transport is injectable for tests."""
+
+    def __init__(self, name: str, url: str, model: str, *, api_key: str | None = None,
+                 connect_timeout_s: float = 2.0, read_timeout_s: float = 60.0, max_connections: int = 64,
+                 count_tokens: Callable[[str], int] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.name = name
+        base = url.rstrip("/")
+        self._model = model
+        self._count = count_tokens
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base if base.endswith("/v1") else base + "/v1", headers=headers, transport=transport,
+            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+
+    def count_prompt_tokens(self, request: ChatRequest) -> int:
+        text = "\n".join(m.text() for m in request.messages)
+        if request.tools:
+            text += json.dumps([t.model_dump() for t in request.tools])
+        if self._count is not None:
+            return self._count(text)
+        # No tokenizer configured: about four characters per token for English, rounded up.
+        return (len(text) + 3) // 4 + 4 * len(request.messages)
+
+    def _payload(self, request: ChatRequest, max_tokens: int, stream: bool) -> dict[str, Any]:
+        body = request.model_dump(exclude_none=True, by_alias=True,
+                                  exclude={"model", "stream", "stream_options", "metadata", "max_completion_tokens"})
+        body.update(model=self._model, max_tokens=max_tokens, stream=stream)
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def complete(self, request: ChatRequest, max_tokens: int) -> Completion:
+        t0 = time.perf_counter()
+        try:
+            r = await self._client.post("/chat/completions", json=self._payload(request, max_tokens, False))
+        except httpx.TimeoutException as e:
+            raise EngineFailure("timeout", f"{self.name}: upstream timed out ({type(e).__name__})") from None
+        except httpx.HTTPError as e:
+            raise EngineFailure("error", f"{self.name}: upstream unreachable ({type(e).__name__}: {e})") from None
+        elapsed = time.perf_counter() - t0
+        if r.status_code != 200:
+            raise EngineFailure("error", f"{self.name}: upstream answered {r.status_code}: {r.text[:200]}")
+        try:
+            data = r.json()
+            choice = data["choices"][0]
+            msg = choice["message"]
+            usage = data.get("usage") or {}
+            return Completion(msg.get("content"), msg.get("tool_calls") or None, choice.get("finish_reason") or "stop",
+                              int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), elapsed, elapsed)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise EngineFailure("error", f"{self.name}: upstream answer is not a chat completion: {r.text[:200]}") from None
+
+    async def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]:
+        finished = False
+        try:
+            async with self._client.stream("POST", "/chat/completions",
+                                           json=self._payload(request, max_tokens, True)) as r:
+                if r.status_code != 200:
+                    text = (await r.aread())[:200].decode(errors="replace")
+                    raise EngineFailure("error", f"{self.name}: upstream answered {r.status_code}: {text}")
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":  # the server's own end marker
+                        finished = True
+                        break
+                    piece = _piece_from_chunk(self.name, data)
+                    finished = finished or piece.finish_reason is not None
+                    yield piece
+        except httpx.TimeoutException:
+            raise EngineFailure("timeout", f"{self.name}: upstream stream timed out") from None
+        except httpx.HTTPError as e:
+            raise EngineFailure("error", f"{self.name}: upstream stream broke ({type(e).__name__})") from None
+        if not finished:
+            raise EngineFailure("error", f"{self.name}: upstream stream ended before the completion finished")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _piece_from_chunk(name: str, data: str) -> StreamPiece:
+    try:
+        chunk = json.loads(data)
+        usage = chunk.get("usage") or {}
+        choices = chunk.get("choices") or []
+        delta = choices[0].get("delta") or {} if choices else {}
+        return StreamPiece(delta.get("content"), delta.get("tool_calls"),
+                           choices[0].get("finish_reason") if choices else None,
+                           usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    except (ValueError, AttributeError, IndexError, TypeError):
+        raise EngineFailure("error", f"{name}: upstream sent a malformed stream chunk: {data[:120]}") from None
+
+
+# ------------------------------------------------------------------------------------ local
+def split_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """Hermes ``<tool_call>`` blocks in model text -> (content, OpenAI ``tool_calls``).
+
+    Blocks that do not parse stay in the content, so validation sees exactly what the model wrote.
+    """
+    calls = parse_tool_calls_from_text(text)
+    if not calls or any(c.error for c in calls):
+        return text, None
+    out = [{"id": "call_" + uuid.uuid4().hex[:20], "type": "function",
+            "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in calls]
+    return None, out
+
+
+@dataclass
+class _Job:
+    prompt: str
+    params: Any
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any] | None = None
+    deltas: asyncio.Queue[Any] | None = None
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+class LocalBatchingEngine:
+    """A ``LocalEngine`` behind a worker thread that batches concurrent requests."""
+
+    def __init__(self, name: str, engine: Any, *, max_batch: int = 16, batch_wait_ms: float = 2.0):
+        self.name = name
+        self._engine = engine
+        self._max_batch = max_batch
+        self._wait = batch_wait_ms / 1000
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.batch_sizes: collections.Counter[int] = collections.Counter()  # how batching paid off
+        self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
+        self._thread.start()
+
+    def count_prompt_tokens(self, request: ChatRequest) -> int:
+        return self._engine.count_tokens(self._engine.render(_messages(request), _tools(request)))
+
+    def _params(self, request: ChatRequest, max_tokens: int) -> Any:
+        from quantgate.engines.types import SamplingParams
+
+        return SamplingParams(max_tokens=max_tokens, temperature=request.temperature or 0.0,
+                              top_p=request.top_p or 1.0, seed=request.seed, stop=tuple(request.stop or ()))
+
+    async def complete(self, request: ChatRequest, max_tokens: int) -> Completion:
+        loop = asyncio.get_running_loop()
+        job = _Job(self._engine.render(_messages(request), _tools(request)), self._params(request, max_tokens),
+                   loop, future=loop.create_future())
+        self._jobs.put(job)
+        gen = await job.future  # type: ignore[misc]
+        content, calls = split_tool_calls(gen.text)
+        return Completion(content, calls, "tool_calls" if calls else gen.finish_reason, gen.usage.prompt_tokens,
+                          gen.usage.completion_tokens, gen.timings.total_s, gen.timings.ttft_s)
+
+    async def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]:
+        loop = asyncio.get_running_loop()
+        job = _Job(self._engine.render(_messages(request), _tools(request)), self._params(request, max_tokens),
+                   loop, deltas=asyncio.Queue())
+        self._jobs.put(job)
+        while True:
+            item = await job.deltas.get()  # type: ignore[union-attr]
+            if isinstance(item, BaseException):
+                raise EngineFailure("error", f"{self.name}: {item}")
+            if hasattr(item, "usage"):
+                yield StreamPiece(finish_reason=item.finish_reason, prompt_tokens=item.usage.prompt_tokens,
+                                  completion_tokens=item.usage.completion_tokens)
+                return
+            yield StreamPiece(content=item.text)
+
+    async def aclose(self) -> None:
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join, 30)
+
+    # -- worker thread ---------------------------------------------------------------------
+    def _work(self) -> None:
+        from quantgate.engines.types import GenerationRequest
+
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if job.deltas is not None:
+                self._run_stream(job)
+                continue
+            batch = [job]
+            deadline = time.perf_counter() + self._wait
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._jobs.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if nxt is None or nxt.deltas is not None:
+                    self._jobs.put(nxt)  # handled after this batch
+                    break
+                batch.append(nxt)
+            self.batch_sizes[len(batch)] += 1
+            try:
+                gens = self._engine.generate([GenerationRequest(j.prompt, j.params, j.submitted) for j in batch])
+            except (RuntimeError, ValueError, QuantgateError) as e:  # torch raises RuntimeError
+                for j in batch:
+                    j.loop.call_soon_threadsafe(_fail, j.future, e)
+                continue
+            for j, g in zip(batch, gens):
+                j.loop.call_soon_threadsafe(_resolve, j.future, g)
+
+    def _run_stream(self, job: _Job) -> None:
+        from quantgate.engines.types import GenerationRequest
+
+        put = job.deltas.put_nowait  # type: ignore[union-attr]
+        try:
+            for item in self._engine.stream(GenerationRequest(job.prompt, job.params, job.submitted)):
+                job.loop.call_soon_threadsafe(put, item)
+        except (RuntimeError, ValueError, QuantgateError) as e:
+            job.loop.call_soon_threadsafe(put, e)
+
+
+def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
+    if fut is not None and not fut.done():
+        fut.set_exception(EngineFailure("error", f"local engine failed: {exc}"))

@@ -1,0 +1,349 @@
+"""The request pipeline: auth, routing, token budget, limits and budget, admission, engine, validation, escalation, metering.
+
+Each stage is its own unit (``auth``, ``routing``, ``limits``, ``admission``, ``validate``); this
+module only sequences them for one request and keeps the books. Routing runs before the limits
+because it is pure and cheap and because the reservation needs what it decides: the variant whose
+tokenizer counts the prompt and the ladder of rungs whose prices bound the worst-case cost.
+
+Escalation: an attempt that fails validation, errors or times out is retried on the next rung up,
+at most ``escalation.max_attempts`` attempts in all; every attempt's tokens and cost are metered,
+so cost per successful request includes what escalation spent. A validated answer that fails on
+the last rung is still returned (an OpenAI client expects the model's answer), marked with
+``x-quantgate-validation: failed`` and counted; an engine failure on the last rung is a 502/504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from quantgate.checks import Assertion
+from quantgate.checks.refusal_patterns import match_refusal
+from quantgate.config import GatewayConfig, RouteConfig, TenantConfig
+from quantgate.gateway.admission import Admission
+from quantgate.gateway.auth import TenantDirectory
+from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece
+from quantgate.gateway.limits import LimitStore, budget_period_key, retry_after_header
+from quantgate.gateway.protocol import ApiError, ChatRequest, Message
+from quantgate.gateway.routing import Decision, RequestFacts, Router, parse_tags
+from quantgate.gateway.validate import Failure, Validator
+from quantgate.observe.events import EventLog
+from quantgate.observe.metrics import GatewayMetrics
+
+__all__ = ["Answer", "Pipeline", "Prepared"]
+
+_ANONYMOUS = TenantConfig(name="anonymous")
+
+
+@dataclass
+class Prepared:
+    """A request that passed every stage before the engine call, with what it reserved."""
+
+    request: ChatRequest
+    tenant: TenantConfig
+    route: RouteConfig
+    decision: Decision
+    prompt_tokens: int
+    max_tokens: int
+    reserved_tokens: int
+    reserved_cost: float
+    budget_key: str | None
+    assertions: tuple[Assertion, ...]
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def validates(self) -> bool:
+        v = self.route.validate_
+        return bool(self.assertions) or (v.response_format and self.request.response_format is not None
+                                         and self.request.response_format.type != "text") \
+            or (v.tool_arguments and bool(self.request.tools))
+
+
+@dataclass
+class Answer:
+    completion: Completion
+    variant: str
+    attempts: int
+    failures: list[Failure]
+    headers: dict[str, str]
+
+
+class Pipeline:
+    def __init__(self, config: GatewayConfig, engines: Mapping[str, GatewayEngine], limits: LimitStore,
+                 metrics: GatewayMetrics, events: EventLog, validator: Validator | None = None,
+                 admin_digest: str | None = None, clock: object = time.time):
+        self.config = config
+        self.engines = engines
+        self.limits = limits
+        self.metrics = metrics
+        self.events = events
+        self.validator = validator or Validator()
+        self.router = Router(config)
+        self.tenants = TenantDirectory(config.tenants, admin_digest)
+        self._clock = clock
+        self.admission = {v.name: Admission(v.name, v.max_concurrency, config.admission.queue_size,
+                                            config.admission.retry_after_s) for v in config.variants}
+        for name, adm in self.admission.items():
+            metrics.track_queue(name, lambda a=adm: a.in_flight, lambda a=adm: a.queued)
+        self._assertions = {r.model: self.validator.route_assertions(r.validate_.assert_, f"routes[{i}].validate")
+                            for i, r in enumerate(config.routes)}
+        self._prices = {v.name: v.price for v in config.variants}
+
+    # -- before the engine ---------------------------------------------------------------
+    async def prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> Prepared:
+        """Auth, routing, token budget, rate limits and budget reservation; raises ``ApiError``."""
+        if self.config.server.require_auth:
+            tenant = self.tenants.tenant(TenantDirectory.bearer(headers.get("authorization")))
+        else:
+            tenant = _ANONYMOUS
+        route = self.router.route_for(request.model)
+        now = self._clock()  # type: ignore[operator]
+        budget_key = None
+        fraction = 0.0
+        if tenant.budget is not None:
+            budget_key = f"{tenant.name}:{budget_period_key(tenant.budget.period, now)}"
+            fraction = await self.limits.spent(budget_key) / tenant.budget.amount
+        meta = request.metadata or {}
+        facts = RequestFacts(headers, parse_tags(headers.get("x-quantgate-tags"), meta), meta, request.user,
+                             headers.get("x-quantgate-session") or meta.get("session_id"), fraction,
+                             tenant.budget.downgrade_at if tenant.budget else 1.0)
+        decision = self.router.decide(route, facts)
+        request, prompt_tokens = self._token_budget(request, route, decision.variant)
+        max_tokens = self._completion_cap(request, route)
+        reserved_tokens = prompt_tokens + max_tokens
+        await self._take_rates(tenant, reserved_tokens)
+        attempts = decision.ladder[: route.escalation.max_attempts]
+        reserved_cost = sum(self._prices[v].cost(prompt_tokens, max_tokens, 0.0) for v in attempts)
+        if tenant.budget is not None and budget_key is not None:
+            ok, spent = await self.limits.reserve_budget(budget_key, reserved_cost, tenant.budget.amount)
+            if not ok:
+                await self._refund_rates(tenant, reserved_tokens, 1)
+                self.metrics.shed.labels("budget").inc()
+                raise ApiError(429, f"tenant {tenant.name!r} has spent {spent:.4f} of its {tenant.budget.amount:g} "
+                                    f"{tenant.budget.period} budget; this request may cost up to {reserved_cost:.4f}",
+                               "insufficient_quota", code="budget_exceeded")
+        self.events.record("route", route=route.name, tenant=tenant.name, variant=decision.variant,
+                           reason=decision.reason)
+        return Prepared(request, tenant, route, decision, prompt_tokens, max_tokens, reserved_tokens, reserved_cost,
+                        budget_key, self._assertions[route.model])
+
+    def _token_budget(self, request: ChatRequest, route: RouteConfig, variant: str) -> tuple[ChatRequest, int]:
+        engine = self.engines[variant]
+        n = engine.count_prompt_tokens(request)
+        cap = route.limits.max_prompt_tokens
+        if cap is None or n <= cap:
+            return request, n
+        if not route.limits.trim_oldest:
+            raise ApiError(400, f"the prompt is {n} tokens, over the cap of {cap} on route {route.name!r} by {n - cap}",
+                           param="messages", code="context_length_exceeded")
+        messages = list(request.messages)
+        while n > cap:
+            drop = next((i for i, m in enumerate(messages[:-1]) if m.role not in ("system", "developer")), None)
+            if drop is None:
+                raise ApiError(400, f"the prompt is {n} tokens, over the cap of {cap} on route {route.name!r} by "
+                                    f"{n - cap}, even with every older turn dropped", param="messages",
+                               code="context_length_exceeded")
+            messages.pop(drop)
+            request = request.model_copy(update={"messages": _orphan_tools_dropped(messages)})
+            messages = list(request.messages)
+            n = engine.count_prompt_tokens(request)
+        return request, n
+
+    def _completion_cap(self, request: ChatRequest, route: RouteConfig) -> int:
+        asked = request.completion_cap()
+        cap = route.limits.max_completion_tokens
+        if asked is not None and cap is not None and asked > cap:
+            raise ApiError(400, f"max_tokens {asked} is over the cap of {cap} on route {route.name!r} by {asked - cap}",
+                           param="max_tokens", code="max_tokens_exceeded")
+        return asked or min(route.limits.default_completion_tokens, cap or route.limits.default_completion_tokens)
+
+    async def _take_rates(self, tenant: TenantConfig, tokens: int) -> None:
+        rate = tenant.rate
+        if rate.requests_per_min:
+            wait = await self.limits.take_rate(f"{tenant.name}:req", 1, rate.requests_per_min)
+            if wait:
+                self.metrics.shed.labels("rate_requests").inc()
+                raise ApiError(429, f"tenant {tenant.name!r} is over {rate.requests_per_min} requests per minute",
+                               "rate_limit_error", code="rate_limit_requests", headers=retry_after_header(wait))
+        if rate.tokens_per_min:
+            if tokens > rate.tokens_per_min:
+                await self._refund_rates(tenant, 0, 1)
+                raise ApiError(400, f"this request needs up to {tokens} tokens (prompt + max_tokens), more than "
+                                    f"tenant {tenant.name!r}'s {rate.tokens_per_min} tokens per minute",
+                               param="max_tokens", code="request_too_large")
+            wait = await self.limits.take_rate(f"{tenant.name}:tok", tokens, rate.tokens_per_min)
+            if wait:
+                await self._refund_rates(tenant, 0, 1)
+                self.metrics.shed.labels("rate_tokens").inc()
+                raise ApiError(429, f"tenant {tenant.name!r} is over {rate.tokens_per_min} tokens per minute",
+                               "rate_limit_error", code="rate_limit_tokens", headers=retry_after_header(wait))
+
+    async def _refund_rates(self, tenant: TenantConfig, tokens: int, requests: int) -> None:
+        if requests and tenant.rate.requests_per_min:
+            await self.limits.refund_rate(f"{tenant.name}:req", requests, tenant.rate.requests_per_min)
+        if tokens > 0 and tenant.rate.tokens_per_min:
+            await self.limits.refund_rate(f"{tenant.name}:tok", tokens, tenant.rate.tokens_per_min)
+
+    # -- the engine, validation and escalation ---------------------------------------------
+    async def _acquire(self, p: Prepared, variant: str) -> float:
+        adm = self.admission[variant]
+        remaining = self.config.admission.deadline_s - (time.perf_counter() - p.started)
+        try:
+            waited = await adm.acquire(p.tenant.priority, remaining)
+        except ApiError as e:
+            self.metrics.shed.labels(e.code or "admission").inc()
+            self.events.record("shed", route=p.route.name, tenant=p.tenant.name, variant=variant, reason=e.message)
+            raise
+        self.metrics.queue_wait.labels(variant).observe(waited)
+        return waited
+
+    async def _attempt(self, p: Prepared, variant: str) -> Completion:
+        await self._acquire(p, variant)
+        try:
+            remaining = self.config.admission.deadline_s - (time.perf_counter() - p.started)
+            return await asyncio.wait_for(self.engines[variant].complete(p.request, p.max_tokens),
+                                          timeout=max(0.001, remaining))
+        except TimeoutError:
+            raise EngineFailure("timeout", f"{variant}: no answer within the request deadline") from None
+        finally:
+            self.admission[variant].release()
+
+    def _meter(self, p: Prepared, variant: str, prompt: int, completion: int, engine_s: float) -> float:
+        cost = self._prices[variant].cost(prompt, completion, engine_s)
+        self.metrics.tokens.labels(variant, "prompt").inc(prompt)
+        self.metrics.tokens.labels(variant, "completion").inc(completion)
+        self.metrics.cost.labels(p.route.name, variant).inc(cost)
+        return cost
+
+    async def complete(self, p: Prepared) -> Answer:
+        """Run the attempts up the ladder; returns the answer or raises ``ApiError`` (502/504)."""
+        rungs = p.decision.ladder[: p.route.escalation.max_attempts]
+        on = set(p.route.escalation.on)
+        spent, used_tokens = 0.0, 0
+        try:
+            for i, variant in enumerate(rungs):
+                last = i == len(rungs) - 1
+                try:
+                    c = await self._attempt(p, variant)
+                except EngineFailure as e:
+                    self.metrics.attempts.labels(variant, e.kind).inc()
+                    if e.kind in on and not last:
+                        self._escalated(p, variant, rungs[i + 1], e.kind, e.message)
+                        continue
+                    self.metrics.requests.labels(p.route.name, variant, "504" if e.kind == "timeout" else "502").inc()
+                    raise ApiError(504 if e.kind == "timeout" else 502, e.message, "server_error",
+                                   code=f"upstream_{e.kind}") from None
+                spent += self._meter(p, variant, c.prompt_tokens, c.completion_tokens, c.engine_s)
+                used_tokens += c.prompt_tokens + c.completion_tokens
+                failures = self._validate(p, variant, c)
+                self.metrics.attempts.labels(variant, "invalid" if failures else "ok").inc()
+                if failures and "validation" in on and not last:
+                    self._escalated(p, variant, rungs[i + 1], "validation",
+                                    "; ".join(f"{f.code}: {f.reason}" for f in failures))
+                    continue
+                return self._answer(p, c, variant, i + 1, failures)
+            raise AssertionError("unreachable: the last rung always returns or raises")
+        finally:
+            await self._settle(p, spent, used_tokens)
+
+    def _validate(self, p: Prepared, variant: str, c: Completion) -> list[Failure]:
+        v = p.route.validate_
+        failures = self.validator.check(p.request, c, response_format=v.response_format,
+                                        tool_arguments=v.tool_arguments, extra=p.assertions) if p.validates else []
+        for f in failures:
+            self.metrics.validation_failures.labels(variant, f.check, f.code).inc()
+        if c.tool_calls:
+            bad = any(f.code.startswith("tool_call") for f in failures)
+            self.metrics.tool_calls.labels(variant, "invalid" if bad else "valid").inc()
+        if c.content and match_refusal(c.content):
+            self.metrics.refusals.labels(p.route.name, variant).inc()
+        return failures
+
+    def _escalated(self, p: Prepared, frm: str, to: str, why: str, detail: str) -> None:
+        self.metrics.escalations.labels(p.route.name, frm, to, why).inc()
+        self.events.record("escalation", route=p.route.name, tenant=p.tenant.name, variant=to,
+                           reason=f"{why} on {frm}", detail=detail[:500])
+
+    def _answer(self, p: Prepared, c: Completion, variant: str, attempts: int, failures: list[Failure]) -> Answer:
+        status = "200"
+        self.metrics.requests.labels(p.route.name, variant, status).inc()
+        if not failures:
+            self.metrics.successes.labels(p.route.name, variant).inc()
+        self.metrics.latency.labels(p.route.name).observe(time.perf_counter() - p.started)
+        headers = {"x-quantgate-variant": variant, "x-quantgate-escalated": str(attempts - 1),
+                   "x-quantgate-route-reason": _header_safe(p.decision.reason)}
+        if failures:
+            headers["x-quantgate-validation"] = "failed"
+            headers["x-quantgate-validation-codes"] = ",".join(sorted({f.code for f in failures}))
+        return Answer(c, variant, attempts, failures, headers)
+
+    async def _settle(self, p: Prepared, cost: float, tokens: int) -> None:
+        if p.budget_key is not None:
+            await self.limits.settle_budget(p.budget_key, p.reserved_cost, cost)
+        await self._refund_rates(p.tenant, p.reserved_tokens - tokens, 0)
+
+    # -- pass-through streaming (routes that do not validate) ------------------------------
+    async def stream(self, p: Prepared) -> tuple[str, AsyncIterator[StreamPiece]]:
+        """Open the stream on the first rung that yields a first piece; escalates only before any byte is sent."""
+        rungs = p.decision.ladder[: p.route.escalation.max_attempts]
+        on = set(p.route.escalation.on)
+        for i, variant in enumerate(rungs):
+            await self._acquire(p, variant)
+            it = self.engines[variant].stream(p.request, p.max_tokens).__aiter__()
+            try:
+                first = await it.__anext__()
+            except (EngineFailure, StopAsyncIteration) as e:
+                self.admission[variant].release()
+                kind = e.kind if isinstance(e, EngineFailure) else "error"
+                msg = e.message if isinstance(e, EngineFailure) else f"{variant}: empty stream"
+                self.metrics.attempts.labels(variant, kind).inc()
+                if kind in on and i < len(rungs) - 1:
+                    self._escalated(p, variant, rungs[i + 1], kind, msg)
+                    continue
+                await self._settle(p, 0.0, 0)
+                self.metrics.requests.labels(p.route.name, variant, "502").inc()
+                raise ApiError(504 if kind == "timeout" else 502, msg, "server_error", code=f"upstream_{kind}") from None
+            return variant, self._relay(p, variant, first, it, i + 1)
+        raise AssertionError("unreachable")
+
+    async def _relay(self, p: Prepared, variant: str, first: StreamPiece, it: AsyncIterator[StreamPiece],
+                     attempts: int) -> AsyncIterator[StreamPiece]:
+        prompt = completion = 0
+        ok = False
+        try:
+            piece: StreamPiece | None = first
+            while piece is not None:
+                prompt = piece.prompt_tokens or prompt
+                completion = piece.completion_tokens or completion
+                ok = ok or piece.finish_reason is not None
+                yield piece
+                piece = await anext(it, None)
+        except EngineFailure as e:
+            self.metrics.attempts.labels(variant, e.kind).inc()
+            self.metrics.requests.labels(p.route.name, variant, "stream_error").inc()
+            self.events.record("stream_cut", route=p.route.name, tenant=p.tenant.name, variant=variant, reason=e.message)
+            raise
+        finally:
+            self.admission[variant].release()
+            cost = self._meter(p, variant, prompt, completion, 0.0) if (prompt or completion) else 0.0
+            await self._settle(p, cost, prompt + completion)
+        self.metrics.attempts.labels(variant, "ok").inc()
+        self.metrics.requests.labels(p.route.name, variant, "200").inc()
+        self.metrics.successes.labels(p.route.name, variant).inc()
+        self.metrics.latency.labels(p.route.name).observe(time.perf_counter() - p.started)
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode()[:512]
+
+
+def _orphan_tools_dropped(messages: list[Message]) -> list[Message]:
+    """After trimming, a ``tool`` turn whose assistant call was dropped would confuse any model."""
+    out: list[Message] = []
+    for m in messages:
+        if m.role == "tool" and not any(x.role == "assistant" and x.tool_calls for x in out):
+            continue
+        out.append(m)
+    return out

@@ -1,0 +1,101 @@
+"""A bounded SQLite log of routing decisions, escalations and sheds, written off the request path.
+
+Requests only append to an in-memory queue (a few hundred nanoseconds); a writer thread commits
+batches every ``flush_s`` and prunes rows older than the retention or beyond ``max_rows``, so the
+file stays bounded and a slow disk never shows in request latency. The trade-off: up to one batch
+of events is lost if the process is killed, which an audit trail of routing reasons can afford.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EventLog"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    route TEXT,
+    tenant TEXT,
+    variant TEXT,
+    reason TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+"""
+
+
+class EventLog:
+    def __init__(self, path: str | Path | None, retention_days: float = 7.0, max_rows: int = 1_000_000,
+                 flush_s: float = 0.2):
+        self._path = None if path is None else Path(path)
+        self._retention_s = retention_days * 86400
+        self._max_rows = max_rows
+        self._flush_s = flush_s
+        self._q: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(self._path) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            self._thread = threading.Thread(target=self._write_loop, name="event-log", daemon=True)
+            self._thread.start()
+
+    def record(self, kind: str, *, route: str | None = None, tenant: str | None = None, variant: str | None = None,
+               reason: str | None = None, **detail: Any) -> None:
+        if self._thread is not None:
+            self._q.put((time.time(), kind, route, tenant, variant, reason, json.dumps(detail) if detail else None))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(10)
+            self._thread = None
+
+    def query(self, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent events first (committed ones; call after a flush interval in tests)."""
+        if self._path is None:
+            return []
+        with sqlite3.connect(self._path) as db:
+            db.row_factory = sqlite3.Row
+            sql = "SELECT * FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"
+            rows = db.execute(sql, (kind, limit) if kind else (limit,)).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else {}} for r in rows]
+
+    def _write_loop(self) -> None:
+        db = sqlite3.connect(self._path)  # type: ignore[arg-type]
+        db.execute("PRAGMA synchronous=NORMAL")
+        last_prune = 0.0
+        stop = False
+        while not stop:
+            batch: list[tuple[Any, ...]] = []
+            try:
+                item = self._q.get(timeout=self._flush_s)
+                while True:
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                    item = self._q.get_nowait()
+            except queue.Empty:
+                pass
+            if batch:
+                db.executemany("INSERT INTO events (ts, kind, route, tenant, variant, reason, detail) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+                db.commit()
+            now = time.time()
+            if now - last_prune > 60 or stop:
+                db.execute("DELETE FROM events WHERE ts < ?", (now - self._retention_s,))
+                db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (self._max_rows,))
+                db.commit()
+                last_prune = now
+        db.close()

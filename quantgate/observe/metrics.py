@@ -1,0 +1,60 @@
+"""Prometheus metrics of one gateway, on a registry the app owns (no process-global registry).
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms). The dashboard's
+headline figures are ratios of these series: validation failure rate, tool-call success rate
+(``tool_calls_total{result="valid"}`` over all), refusal rate, p95/p99 from the histograms, and
+cost per successful request (``cost_total`` over ``successes_total``, both counting every attempt's
+cost, escalations and retries included).
+
+Trade-off: labels are bounded by configuration (routes, variants, check codes), never by request
+content or tenant keys, so the series count stays small and scrapes stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["GatewayMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry(auto_describe=True)
+        p = "quantgate_"
+        self.requests = Counter(p + "requests", "Requests answered, by route, final variant and HTTP status",
+                                ["route", "variant", "status"], registry=r)
+        self.successes = Counter(p + "successes", "Requests answered with a valid completion", ["route", "variant"],
+                                 registry=r)
+        self.attempts = Counter(p + "attempts", "Engine attempts, by variant and outcome", ["variant", "outcome"],
+                                registry=r)
+        self.validation_failures = Counter(p + "validation_failures", "Failed answer checks, by variant, check and code",
+                                           ["variant", "check", "code"], registry=r)
+        self.tool_calls = Counter(p + "tool_calls", "Answers that call tools, by variant and validity",
+                                  ["variant", "result"], registry=r)
+        self.refusals = Counter(p + "refusals", "Answers that open with a refusal, by route and variant",
+                                ["route", "variant"], registry=r)
+        self.escalations = Counter(p + "escalations", "Escalations to a higher-precision variant",
+                                   ["route", "from_variant", "to_variant", "reason"], registry=r)
+        self.shed = Counter(p + "shed", "Requests refused before an engine call, by reason", ["reason"], registry=r)
+        self.tokens = Counter(p + "tokens", "Tokens metered, every attempt included", ["variant", "kind"], registry=r)
+        self.cost = Counter(p + "cost", "Cost metered, every attempt included", ["route", "variant"], registry=r)
+        self.queue_wait = Histogram(p + "queue_wait_seconds", "Time waiting for an engine slot", ["variant"],
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram(p + "time_to_first_token_seconds", "Time to the first byte of content sent", ["route"],
+                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(p + "request_seconds", "Total request latency", ["route"],
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge(p + "in_flight", "Requests holding an engine slot", ["variant"], registry=r)
+        self.queue_depth = Gauge(p + "queue_depth", "Requests waiting for an engine slot", ["variant"], registry=r)
+
+    def track_queue(self, variant: str, in_flight: Callable[[], int], queued: Callable[[], int]) -> None:
+        """Read the admission state at scrape time instead of updating gauges on every request."""
+        self.in_flight.labels(variant).set_function(in_flight)
+        self.queue_depth.labels(variant).set_function(queued)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

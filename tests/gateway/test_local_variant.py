@@ -1,0 +1,49 @@
+"""A local model behind the gateway: concurrent requests share batches and answer as they would alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from quantgate.config import parse_config
+from quantgate.gateway.app import create_app
+from quantgate.gateway.server import build_engines
+from tests.fakes.serving import running
+
+
+def test_local_variant_batches_concurrent_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = parse_config({
+        "server": {"require_auth": False},
+        "variants": [{"name": "fp32", "engine": "local", "path": str(tiny_model_dir), "max_batch": 8,
+                      "batch_wait_ms": 20, "max_concurrency": 8}],
+        "ladder": ["fp32"],
+        "routes": [{"name": "r", "model": "tiny"}],
+        "events": {"path": None},
+    })
+    engines = build_engines(config)
+    app = create_app(config, engines)
+    prompts = [f"say {i}" for i in range(8)]
+
+    async def ask(url: str, concurrent: bool) -> list[str]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            async def one(p: str) -> str:
+                r = await client.post("/v1/chat/completions", json={
+                    "model": "tiny", "messages": [{"role": "user", "content": p}], "max_tokens": 6})
+                assert r.status_code == 200, r.text
+                return r.json()["choices"][0]["message"]["content"]
+            if concurrent:
+                return list(await asyncio.gather(*(one(p) for p in prompts)))
+            return [await one(p) for p in prompts]
+
+    with running(app) as url:
+        alone = asyncio.run(ask(url, concurrent=False))
+        together = asyncio.run(ask(url, concurrent=True))
+        stream = httpx.post(url + "/v1/chat/completions", json={
+            "model": "tiny", "messages": [{"role": "user", "content": prompts[0]}], "max_tokens": 6, "stream": True})
+    assert together == alone
+    sizes = engines["fp32"].batch_sizes  # type: ignore[attr-defined]
+    assert max(sizes) > 1, sizes
+    body = stream.text
+    assert body.rstrip().endswith("data: [DONE]") and '"finish_reason":"length"' in body.replace(" ", "")
