@@ -332,6 +332,36 @@ def serve(
     run_server(cfg, host, port)
 
 
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Argument(help="Base URL of the target (the gateway or one variant), e.g. http://127.0.0.1:8080.")],
+    model: Annotated[str, typer.Option(help="Model name to ask for.")],
+    prompts: Annotated[Path, typer.Option(help="Golden set (.jsonl/.yaml) or JSONL of request bodies.")],
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrency levels.")] = "1,4,16",
+    requests: Annotated[int, typer.Option(min=1, help="Completed requests per level.")] = 100,
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens for golden-set prompts.")] = 64,
+    stream: Annotated[bool, typer.Option(help="Stream, to measure time to first token.")] = False,
+    api_key: Annotated[Optional[str], typer.Option(envvar="QUANTGATE_API_KEY", help="Bearer key.")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Requests sent before measuring.")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Measure a target's capacity curve: req/s, tokens/s, latency and TTFT percentiles per concurrency."""
+    from quantgate.loadtest import format_table, load_prompts, run_sweep, to_json
+
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        raise QuantgateError(f"--concurrency must be comma-separated integers, got {concurrency!r}") from None
+    if not levels or min(levels) < 1:
+        raise QuantgateError("--concurrency needs at least one level of 1 or more")
+    results = run_sweep(url, model, load_prompts(prompts, max_tokens), levels, requests, api_key, stream,
+                        warmup=warmup)
+    typer.echo(format_table(results))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"url": url, "model": model, "levels": to_json(results)}, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and exit code 2."""
     try:

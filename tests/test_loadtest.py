@@ -1,0 +1,68 @@
+"""quantgate loadtest against a real fake upstream: counts, percentiles, sheds, prompt files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quantgate.cli import main
+from quantgate.loadtest import LoadtestError, load_prompts, percentile, run_sweep
+from tests.fakes.upstream import FakeUpstream, Reply, completion, sse_events
+
+
+def test_percentile() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5], 99) == 5
+
+
+def test_sweep_counts_ok_shed_and_errors(tmp_path: Path) -> None:
+    n = {"i": 0}
+
+    def reply(body: dict) -> Reply:
+        n["i"] += 1
+        if n["i"] % 10 == 0:
+            return Reply(429, {"error": {"message": "slow down"}})
+        if n["i"] % 10 == 5:
+            return Reply(500, {"error": {"message": "boom"}})
+        return Reply(body=completion("ok", completion_tokens=4))
+
+    with FakeUpstream(reply=reply) as up:
+        [one, four] = run_sweep(up.url, "fake", [{"messages": [{"role": "user", "content": "x"}]}], [1, 4], 40)
+    assert (one.ok, one.shed, one.errors) == (32, 4, 4)
+    assert four.ok + four.shed + four.errors == 40
+    assert one.tokens_per_s > 0 and one.latency_p99_ms >= one.latency_p50_ms
+    assert "500" in (one.error_sample or "")
+
+
+def test_stream_measures_ttft() -> None:
+    with FakeUpstream(reply=lambda body: Reply(events=sse_events(["a", "b"]))) as up:
+        [r] = run_sweep(up.url + "/v1", "fake", [{"messages": [{"role": "user", "content": "x"}]}], [2], 6, stream=True)
+    assert r.ok == 6 and r.ttft_p50_ms is not None and r.tokens_per_s > 0
+
+
+def test_prompt_files(tmp_path: Path) -> None:
+    bodies = tmp_path / "b.jsonl"
+    bodies.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}], "model": "x"}) + "\n")
+    assert load_prompts(bodies) == [{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}]
+    golden = Path(__file__).resolve().parents[1] / "quantgate" / "reference" / "golden" / "golden.jsonl"
+    loaded = load_prompts(golden, max_tokens=8)
+    assert len(loaded) == 320 and all(b["max_tokens"] == 8 for b in loaded)
+    with pytest.raises(LoadtestError, match="not found"):
+        load_prompts(tmp_path / "nope.jsonl")
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bodies = tmp_path / "b.jsonl"
+    bodies.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    out = tmp_path / "r.json"
+    with FakeUpstream() as up, pytest.raises(SystemExit) as exit_:
+        main(["loadtest", up.url, "--model", "fake", "--prompts", str(bodies), "--concurrency", "1,2",
+              "--requests", "5", "--json", str(out)])
+    assert exit_.value.code == 0
+    assert "req/s" in capsys.readouterr().out
+    assert [lvl["concurrency"] for lvl in json.loads(out.read_text())["levels"]] == [1, 2]
+    with pytest.raises(SystemExit) as exit_:
+        main(["loadtest", "http://127.0.0.1:9", "--model", "m", "--prompts", str(bodies), "--concurrency", "a"])
+    assert exit_.value.code == 2
