@@ -144,7 +144,12 @@ def _check_short(ex: Example, out: str) -> CheckResult:
     return CheckResult(True, correct, "" if correct else "differs from gold")
 
 
-_CHECKERS = {"tool_call": _check_tool_call, "extract": _check_extract, "refusal": _check_refusal,
+def _check_copy(ex: Example, out: str) -> CheckResult:
+    same = out == ex.expected["answer"]
+    return CheckResult(same, same, "" if same else "not an exact copy")
+
+
+_CHECKERS = {"copy": _check_copy, "tool_call": _check_tool_call, "extract": _check_extract, "refusal": _check_refusal,
              "cited": _check_cited, "short": _check_short}
 
 

@@ -36,6 +36,10 @@ __all__ = ["KINDS", "Example", "generate", "generate_kind", "render_tool_calls"]
 
 KINDS: tuple[str, ...] = ("tool_call", "extract", "refusal", "cited", "short")
 _MIX = {"tool_call": 0.33, "extract": 0.17, "refusal": 0.12, "cited": 0.17, "short": 0.21}
+# Training only: cheap copy drills. A small model trained on the five behaviours alone learned every
+# format long before it learned to copy values from the prompt (the induction mechanism that tool
+# arguments, extraction and citations all need); short exact-copy items make that mechanism form early.
+_TRAIN_AUX_MIX = {"copy": 0.25}
 
 
 @dataclass(frozen=True)
@@ -493,8 +497,78 @@ def _short(rng: random.Random, split: Split) -> Example:
     return Example("short", [{"role": "user", "content": prompt}], tools, answer, {"answer": answer}, ents, tags)
 
 
+# ---------------------------------------------------------------- copy drills (training only)
+_COPY = ("Repeat this exactly: {x}", "Copy this: {x}", "Say back: {x}", "Echo: {x}", "Write this out again: {x}")
+_RECALL = ("Note: the {k} is {x}. What is the {k}?", "Remember this {k}: {x}\nNow tell me the {k}.",
+           "The {k} is {x}. Repeat the {k}.", "{k}: {x}\nWhat was the {k}?")
+_RECALL_KEYS = ("code", "name", "address", "value", "label", "id", "answer", "word")
+# Letters held-out words start with, and letters only held-out tickers use. In random strings each
+# stands between non-letters, so no held-out word or ticker can form, while its tokens still appear
+# in copy contexts.
+_GUARDED = set("zjqywxZJQYWX")
+
+
+def _random_chars(rng: random.Random) -> str:
+    out: list[str] = []
+    for _ in range(rng.randint(3, 10)):
+        c = rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.#/ ")
+        if c in _GUARDED:
+            if not out or out[-1].isalpha():
+                out.append(rng.choice("0123456789-_.#/"))
+            out += [c, rng.choice("0123456789-_.#/")]
+        else:
+            out.append(c)
+    return "".join(out).strip() or "x"
+
+
+def _code(rng: random.Random) -> str:
+    """A short code that starts with a letter, e.g. ``Kx9`` or ``W7-d``.
+
+    A word's first token differs after a space (``ĠK``) and after a quote (``K``); codes starting
+    with every letter teach that mapping for letters no training name starts with.
+    """
+    first = rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    rest = _random_chars(rng).replace(" ", "")
+    if rest[0].isalpha() and (first in _GUARDED or rest[0] in _GUARDED):
+        rest = rng.choice("0123456789-") + rest
+    return first + rest[: rng.randint(1, 5)] if first not in _GUARDED else first + rest[0] + rest[1 : rng.randint(1, 5)]
+
+
+def _copy_item(rng: random.Random, split: Split) -> str:
+    r = rng.randrange(12)
+    if r >= 10:
+        return _code(rng)
+    if r == 0:
+        return pools.person(rng, split)
+    if r == 1:
+        return pools.email(rng, split)
+    if r == 2:
+        return pools.company(rng, split) if rng.random() < 0.5 else pools.product(rng, split)
+    if r == 3:
+        return pools.city(rng, split) if rng.random() < 0.5 else pools.street(rng, split)
+    if r == 4:
+        return pools.ticker(rng, split) if rng.random() < 0.5 else pools.phone(rng)
+    if r == 5:
+        return str(rng.choice((rng.randint(0, 99), rng.randint(100, 99999), round(rng.uniform(0, 500), rng.choice((1, 2))))))
+    if r == 6:
+        return pools.date_pair(rng)[1] if rng.random() < 0.5 else pools.time_pair(rng)[1]
+    if r == 7:
+        return json.dumps({rng.choice(_RECALL_KEYS): pools.syllable_word(rng, split, 2), "n": rng.randint(0, 999)})
+    return _random_chars(rng)
+
+
+def _copy(rng: random.Random, split: Split) -> Example:
+    x = ", ".join(_copy_item(rng, split) for _ in range(rng.choice((1, 1, 2, 3))))
+    if rng.random() < 0.5:
+        prompt = rng.choice(_COPY).format(x=x)
+    else:
+        prompt = rng.choice(_RECALL).format(k=rng.choice(_RECALL_KEYS), x=x)
+    return Example("copy", [{"role": "user", "content": prompt}], None, x, {"answer": x})
+
+
 _GENERATORS: dict[str, Callable[[random.Random, Split], Example]] = {
     "tool_call": _tool_call, "extract": _extract, "refusal": _refusal, "cited": _cited, "short": _short,
+    "copy": _copy,
 }
 
 
@@ -512,5 +586,6 @@ def generate_kind(kind: str, n: int, seed: int, split: Split = "heldout") -> lis
 def generate(n: int, seed: int, split: Split = "train") -> list[Example]:
     """``n`` examples mixed over the five kinds (deterministic in ``seed`` and ``split``)."""
     rng = _rng(seed, split, "mix")
-    kinds, weights = list(_MIX), list(_MIX.values())
+    mix = _MIX | _TRAIN_AUX_MIX if split == "train" else _MIX
+    kinds, weights = list(mix), list(mix.values())
     return [_GENERATORS[rng.choices(kinds, weights)[0]](rng, split) for _ in range(n)]
