@@ -299,6 +299,7 @@ def demo(
     model: Annotated[Optional[Path], typer.Option(help="Model directory; default: the bundled reference model.")] = None,
     golden: Annotated[Optional[Path], typer.Option(help="Golden set; default: the reference model's.")] = None,
     cases: Annotated[int, typer.Option(min=0, help="Gate on an even spread of this many cases (0: all).")] = 100,
+    serve_requests: Annotated[int, typer.Option(min=0, help="Requests sent through the gateway (0: skip serving).")] = 24,
 ) -> None:
     """Quantize the reference model into variants, compare their answers, and gate each against fp32."""
     from quantgate.quantize.schemes import get_scheme
@@ -309,7 +310,8 @@ def demo(
     _quiet_libraries()
     from quantgate.demo import run_demo
 
-    run_demo(out, names, _console(), model_dir=model, golden_path=golden, max_cases=cases or None)
+    run_demo(out, names, _console(), model_dir=model, golden_path=golden, max_cases=cases or None,
+             serve_requests=serve_requests)
 
 
 @app.command()

@@ -27,7 +27,7 @@ from quantgate.errors import QuantgateError
 __all__ = [
     "AdmissionConfig", "BudgetConfig", "ConfigError", "EscalationConfig", "EventsConfig", "GatewayConfig",
     "LimitsConfig", "LocalVariant", "PriceConfig", "RouteConfig", "RouteRule", "ServerConfig", "StateConfig",
-    "TenantConfig", "UpstreamVariant", "CanaryConfig", "ValidationConfig", "load_config", "parse_config",
+    "TenantConfig", "TracingConfig", "UpstreamVariant", "CanaryConfig", "ValidationConfig", "load_config", "parse_config",
 ]
 
 
@@ -204,6 +204,11 @@ class EventsConfig(_Model):
     max_rows: int = Field(1_000_000, ge=100)
 
 
+class TracingConfig(_Model):
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces; unset: no tracing
+    service_name: str = "quantgate"
+
+
 class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -221,6 +226,7 @@ class GatewayConfig(_Model):
     admission: AdmissionConfig = AdmissionConfig()
     state: StateConfig = StateConfig()
     events: EventsConfig = EventsConfig()
+    tracing: TracingConfig = TracingConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:

@@ -6,6 +6,9 @@
    of its 320 cases, so the demo takes minutes, not a quarter hour): pass rates with
    intervals, flips, critical regressions, KL divergence and top-1 agreement, under the default
    policy; print which variants pass, warn or fail, and why.
+4. Serve every variant behind the gateway on a precision ladder and send golden-set tool-call and
+   extraction prompts through it: where answers were served, escalations when a low rung breaks
+   a format, latency and cost per successful request (``demo_gateway``).
 
 The fp32 baseline is evaluated once and reused by id for every comparison. Speed shown is decode
 tokens/s at batch 1 in eager mode: on a model this small, per-token Python overhead dominates and
@@ -86,7 +89,7 @@ def _answers(path: Path, shown: list[Any], config: EvalConfig) -> tuple[dict[str
 
 def run_demo(out: Path, schemes: list[str], console: Console,
              model_dir: Path | None = None, golden_path: Path | None = None,
-             max_cases: int | None = None) -> list[VariantResult]:
+             max_cases: int | None = None, serve_requests: int = 24) -> list[VariantResult]:
     """Quantize, answer, gate; print everything; return the per-variant results."""
     source = model_dir or reference_weights_dir()
     golden_file = golden_path or reference_golden_path()
@@ -123,6 +126,14 @@ def run_demo(out: Path, schemes: list[str], console: Console,
             results.append(VariantResult(scheme, size, speed, texts, outcome.report))
     _print_answers(console, shown, results)
     _print_gate(console, results)
+    if serve_requests:
+        from quantgate.demo_gateway import run_gateway_demo
+
+        # Smallest weights lowest on the ladder; illustrative prices proportional to weight bytes.
+        paths = {"fp32": source, **{s: out / s for s in schemes}}
+        rungs = sorted(((r.name, paths[r.name], round(r.weight_mb / 100, 4)) for r in results),
+                       key=lambda rung: (rung[0] == "fp32", rung[2]))
+        run_gateway_demo(rungs, golden_file, console, requests=serve_requests)
     return results
 
 

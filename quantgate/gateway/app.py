@@ -30,6 +30,7 @@ from quantgate.gateway.pipeline import Answer, Pipeline, Prepared
 from quantgate.gateway.protocol import ApiError, chunk_body, completion_body, error_body, new_id, parse_chat_request
 from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
+from quantgate.observe.tracing import Tracer, otlp_provider
 
 __all__ = ["create_app"]
 
@@ -59,7 +60,7 @@ def _sse(obj: Any) -> bytes:
 
 def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, limits: LimitStore | None = None,
                metrics: GatewayMetrics | None = None, events: EventLog | None = None,
-               admin_key: str | None = None) -> Starlette:
+               admin_key: str | None = None, tracer_provider: Any | None = None) -> Starlette:
     """Build the gateway app. ``engines`` maps every variant name to its engine (see ``build_engines``)."""
     missing = [v.name for v in config.variants if v.name not in engines]
     if missing:
@@ -68,10 +69,18 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     events = events or EventLog(config.events.path, config.events.retention_days, config.events.max_rows)
     admin_key = admin_key if admin_key is not None else os.environ.get(config.server.admin_key_env)
     admin_digest = hashlib.sha256(admin_key.encode()).hexdigest() if admin_key else None
-    pipeline = Pipeline(config, engines, limits or MemoryLimits(), metrics, events, admin_digest=admin_digest)
+    if tracer_provider is None and config.tracing.otlp_endpoint:
+        tracer_provider = otlp_provider(config.tracing.otlp_endpoint, config.tracing.service_name)
+    tracer = Tracer(tracer_provider)
+    pipeline = Pipeline(config, engines, limits or MemoryLimits(), metrics, events, admin_digest=admin_digest,
+                        tracer=tracer)
     body_limit = config.server.max_body_bytes
 
     async def chat(request: Request) -> Response:
+        with tracer.span("quantgate.request", **{"http.route": "/v1/chat/completions"}):
+            return await _chat(request)
+
+    async def _chat(request: Request) -> Response:
         try:
             body = parse_chat_request(await _read_body(request, body_limit))
             prepared = await pipeline.prepare(body, request.headers)

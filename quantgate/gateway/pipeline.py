@@ -31,6 +31,7 @@ from quantgate.gateway.routing import Decision, RequestFacts, Router, parse_tags
 from quantgate.gateway.validate import Failure, Validator
 from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
+from quantgate.observe.tracing import Tracer
 
 __all__ = ["Answer", "Pipeline", "Prepared"]
 
@@ -51,6 +52,7 @@ class Prepared:
     reserved_cost: float
     budget_key: str | None
     assertions: tuple[Assertion, ...]
+    deadline_s: float = 30.0  # from arrival, for queueing and every attempt together
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -73,13 +75,14 @@ class Answer:
 class Pipeline:
     def __init__(self, config: GatewayConfig, engines: Mapping[str, GatewayEngine], limits: LimitStore,
                  metrics: GatewayMetrics, events: EventLog, validator: Validator | None = None,
-                 admin_digest: str | None = None, clock: object = time.time):
+                 admin_digest: str | None = None, clock: object = time.time, tracer: Tracer | None = None):
         self.config = config
         self.engines = engines
         self.limits = limits
         self.metrics = metrics
         self.events = events
         self.validator = validator or Validator()
+        self.tracer = tracer or Tracer()
         self.router = Router(config)
         self.tenants = TenantDirectory(config.tenants, admin_digest)
         self._clock = clock
@@ -94,6 +97,15 @@ class Pipeline:
     # -- before the engine ---------------------------------------------------------------
     async def prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> Prepared:
         """Auth, routing, token budget, rate limits and budget reservation; raises ``ApiError``."""
+        with self.tracer.span("quantgate.prepare", model=request.model) as span:
+            p = await self._prepare(request, headers)
+            if span is not None:
+                span.set_attributes({"quantgate.route": p.route.name, "quantgate.tenant": p.tenant.name,
+                                     "quantgate.variant": p.decision.variant, "quantgate.reason": p.decision.reason,
+                                     "quantgate.prompt_tokens": p.prompt_tokens})
+            return p
+
+    async def _prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> Prepared:
         if self.config.server.require_auth:
             tenant = self.tenants.tenant(TenantDirectory.bearer(headers.get("authorization")))
         else:
@@ -127,7 +139,22 @@ class Pipeline:
         self.events.record("route", route=route.name, tenant=tenant.name, variant=decision.variant,
                            reason=decision.reason)
         return Prepared(request, tenant, route, decision, prompt_tokens, max_tokens, reserved_tokens, reserved_cost,
-                        budget_key, self._assertions[route.model])
+                        budget_key, self._assertions[route.model], self._deadline(headers))
+
+    def _deadline(self, headers: Mapping[str, str]) -> float:
+        """The configured deadline, or a shorter one the client asks for in ``x-quantgate-deadline-ms``."""
+        limit = self.config.admission.deadline_s
+        raw = headers.get("x-quantgate-deadline-ms")
+        if raw is None:
+            return limit
+        try:
+            asked = float(raw) / 1000
+        except ValueError:
+            raise ApiError(400, f"x-quantgate-deadline-ms must be a number of milliseconds, got {raw[:40]!r}",
+                           param="x-quantgate-deadline-ms") from None
+        if not asked > 0:
+            raise ApiError(400, "x-quantgate-deadline-ms must be positive", param="x-quantgate-deadline-ms")
+        return min(limit, asked)
 
     def _token_budget(self, request: ChatRequest, route: RouteConfig, variant: str) -> tuple[ChatRequest, int]:
         engine = self.engines[variant]
@@ -189,7 +216,7 @@ class Pipeline:
     # -- the engine, validation and escalation ---------------------------------------------
     async def _acquire(self, p: Prepared, variant: str) -> float:
         adm = self.admission[variant]
-        remaining = self.config.admission.deadline_s - (time.perf_counter() - p.started)
+        remaining = p.deadline_s - (time.perf_counter() - p.started)
         try:
             waited = await adm.acquire(p.tenant.priority, remaining)
         except ApiError as e:
@@ -200,9 +227,21 @@ class Pipeline:
         return waited
 
     async def _attempt(self, p: Prepared, variant: str) -> Completion:
+        with self.tracer.span("quantgate.attempt", **{"quantgate.variant": variant}) as span:
+            try:
+                c = await self._attempt_untraced(p, variant)
+            except EngineFailure as e:
+                if span is not None:
+                    span.set_attribute("quantgate.outcome", e.kind)
+                raise
+            if span is not None:
+                span.set_attributes({"quantgate.outcome": "answered", "quantgate.completion_tokens": c.completion_tokens})
+            return c
+
+    async def _attempt_untraced(self, p: Prepared, variant: str) -> Completion:
         await self._acquire(p, variant)
         try:
-            remaining = self.config.admission.deadline_s - (time.perf_counter() - p.started)
+            remaining = p.deadline_s - (time.perf_counter() - p.started)
             return await asyncio.wait_for(self.engines[variant].complete(p.request, p.max_tokens),
                                           timeout=max(0.001, remaining))
         except TimeoutError:
@@ -250,8 +289,11 @@ class Pipeline:
 
     def _validate(self, p: Prepared, variant: str, c: Completion) -> list[Failure]:
         v = p.route.validate_
-        failures = self.validator.check(p.request, c, response_format=v.response_format,
-                                        tool_arguments=v.tool_arguments, extra=p.assertions) if p.validates else []
+        with self.tracer.span("quantgate.validate", **{"quantgate.variant": variant}) as span:
+            failures = self.validator.check(p.request, c, response_format=v.response_format,
+                                            tool_arguments=v.tool_arguments, extra=p.assertions) if p.validates else []
+            if span is not None:
+                span.set_attribute("quantgate.failures", ",".join(f.code for f in failures))
         for f in failures:
             self.metrics.validation_failures.labels(variant, f.check, f.code).inc()
         if c.tool_calls:
@@ -326,6 +368,9 @@ class Pipeline:
             self.events.record("stream_cut", route=p.route.name, tenant=p.tenant.name, variant=variant, reason=e.message)
             raise
         finally:
+            closer = getattr(it, "aclose", None)
+            if closer is not None:  # a client that went away must not leave the upstream stream open
+                await closer()
             self.admission[variant].release()
             cost = self._meter(p, variant, prompt, completion, 0.0) if (prompt or completion) else 0.0
             await self._settle(p, cost, prompt + completion)

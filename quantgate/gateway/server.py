@@ -7,13 +7,18 @@ only local variants pull in the model stack, when they are built.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from quantgate.config import GatewayConfig, LocalVariant, UpstreamVariant
 from quantgate.gateway.engines import GatewayEngine, LocalBatchingEngine, UpstreamAsyncEngine
 
-__all__ = ["build_engines", "build_limits", "serve"]
+__all__ = ["build_engines", "build_limits", "serve", "serving"]
 
 
 def _token_counter(tokenizer_dir: str | None) -> Any:
@@ -68,3 +73,29 @@ def serve(config: GatewayConfig, host: str | None = None, port: int | None = Non
     app = create_app(config, build_engines(config), limits=build_limits(config))
     uvicorn.run(app, host=host or config.server.host, port=port if port is not None else config.server.port,
                 log_level="warning", access_log=False)
+
+
+@contextmanager
+def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a background thread; yields its base URL (a free port by default).
+
+    For the demo, benchmarks and tests: one process holds client and server, and the server shuts
+    down (running the app's lifespan shutdown) when the block ends.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="error", access_log=False,
+                                           lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

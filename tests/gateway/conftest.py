@@ -12,7 +12,7 @@ import pytest
 from quantgate.config import GatewayConfig, parse_config
 from quantgate.gateway.app import create_app
 from quantgate.gateway.server import build_engines
-from tests.fakes.serving import running
+from quantgate.gateway.server import serving as running
 from tests.fakes.upstream import FakeUpstream, Reply, completion
 
 KEY = "sk-test-acme"
@@ -55,10 +55,10 @@ def base_config(urls: dict[str, str], tmp_path: Path, **overrides: Any) -> dict[
 
 @pytest.fixture
 def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """Build a rig; keyword arguments override top-level config sections."""
+    """Build a rig; keyword arguments override top-level config sections, ``variant`` every variant's keys."""
     stack: list[Any] = []
 
-    def make(**overrides: Any) -> Rig:
+    def make(variant: dict[str, Any] | None = None, **overrides: Any) -> Rig:
         replies: dict[str, Callable[[dict[str, Any]], Reply]] = {}
         upstreams: dict[str, FakeUpstream] = {}
         for name in ("int4", "int8", "bf16"):
@@ -69,7 +69,9 @@ def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
             up.__enter__()
             stack.append(up)
             upstreams[name] = up
-        config: GatewayConfig = parse_config(base_config({n: u.url for n, u in upstreams.items()}, tmp_path, **overrides))
+        raw = base_config({n: u.url for n, u in upstreams.items()}, tmp_path, **overrides)
+        raw["variants"] = [{**v, **(variant or {})} for v in raw["variants"]]
+        config: GatewayConfig = parse_config(raw)
         app = create_app(config, build_engines(config), admin_key=ADMIN)
         ctx = running(app)
         url = ctx.__enter__()

@@ -256,3 +256,63 @@ def test_budget_holds_under_200_concurrent_requests(rig_factory: Any) -> None:
     spent = rig.metric("quantgate_cost_total", route="a", variant="int4")
     assert spent == pytest.approx(ok * 0.0011)
     assert spent <= 0.05 + 0.0105  # never more than one reservation over the budget
+
+
+def test_spans_per_stage_with_an_injected_provider(tmp_path: Any) -> None:
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from quantgate.config import parse_config
+    from quantgate.gateway.app import create_app
+    from quantgate.gateway.server import build_engines, serving
+    from tests.fakes.upstream import FakeUpstream
+    from tests.gateway.conftest import base_config
+
+    exporter = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with FakeUpstream() as a, FakeUpstream(reply=lambda body: Reply(body=completion("x"))) as b, \
+            FakeUpstream() as c:
+        a_reply = Reply(500, {"error": {"message": "down"}})
+        a.reply = lambda body: a_reply
+        config = parse_config(base_config({"int4": a.url, "int8": b.url, "bf16": c.url}, tmp_path))
+        app = create_app(config, build_engines(config), tracer_provider=provider)
+        with serving(app) as url:
+            r = httpx.post(url + "/v1/chat/completions", headers={"authorization": "Bearer sk-test-acme"},
+                           json={"model": "assistant", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {"quantgate.request", "quantgate.prepare", "quantgate.attempt", "quantgate.validate"} <= set(spans)
+    attempts = [s for s in exporter.get_finished_spans() if s.name == "quantgate.attempt"]
+    assert [(s.attributes["quantgate.variant"], s.attributes["quantgate.outcome"]) for s in attempts] == [
+        ("int4", "error"), ("int8", "answered")]
+    root = spans["quantgate.request"]
+    assert all(s.context.trace_id == root.context.trace_id for s in exporter.get_finished_spans())
+
+
+def test_queue_full_is_429_and_deadline_is_503(rig_factory: Any) -> None:
+    import asyncio
+
+    rig = rig_factory(variant={"max_concurrency": 1}, admission={"queue_size": 1, "deadline_s": 5},
+                      routes=[{"name": "a", "model": "assistant", "variants": ["int4"],
+                               "escalation": {"max_attempts": 1}}])
+    rig.replies["int4"] = lambda body: Reply(body=completion("slow"), delay_s=1.0)
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            async def one(delay: float, deadline_ms: str | None) -> httpx.Response:
+                await asyncio.sleep(delay)
+                headers = {"authorization": "Bearer sk-test-acme"}
+                if deadline_ms:
+                    headers["x-quantgate-deadline-ms"] = deadline_ms
+                return await client.post(rig.url + "/v1/chat/completions", headers=headers,
+                                         json={"model": "assistant", "messages": [{"role": "user", "content": "x"}]})
+            return list(await asyncio.gather(one(0, None), one(0.1, "300"), one(0.2, None), one(0.2, "abc")))
+
+    first, queued, shed, bad = asyncio.run(fire())
+    assert shed.status_code == 429 and shed.headers["retry-after"] == "1"
+    assert shed.json()["error"]["code"] == "overloaded"
+    assert queued.status_code == 503 and queued.json()["error"]["code"] == "queue_timeout"
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-quantgate-deadline-ms"
+    assert first.status_code == 200

@@ -10,7 +10,7 @@ import httpx
 from quantgate.config import parse_config
 from quantgate.gateway.app import create_app
 from quantgate.gateway.server import build_engines
-from tests.fakes.serving import running
+from quantgate.gateway.server import serving as running
 
 
 def test_local_variant_batches_concurrent_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
