@@ -119,7 +119,9 @@ def _litellm(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str
     cfg.write_text(f"model_list:\n  - model_name: assistant\n    litellm_params:\n      model: openai/bench\n"
                    f"      api_base: {upstream}/v1\n      api_key: none\n")
     port = _free_port()
-    proc = _start([str(exe), "--config", str(cfg), "--port", str(port), "--num_workers", "1"])
+    # No master key, as a new user starts it locally; recent versions refuse that without this flag.
+    env = {**os.environ, "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
+    proc = _start([str(exe), "--config", str(cfg), "--port", str(port), "--num_workers", "1"], env=env)
     try:
         _wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
     except RuntimeError:
