@@ -129,10 +129,13 @@ def run_demo(out: Path, schemes: list[str], console: Console,
     if serve_requests:
         from quantgate.demo_gateway import run_gateway_demo
 
-        # Smallest weights lowest on the ladder; illustrative prices proportional to weight bytes.
+        from quantgate.quantize.schemes import get_scheme
+
+        # Fewest weight bits lowest on the ladder; illustrative prices proportional to weight bytes.
         paths = {"fp32": source, **{s: out / s for s in schemes}}
+        bits = {r.name: get_scheme(r.name).weight_bits for r in results}
         rungs = sorted(((r.name, paths[r.name], round(r.weight_mb / 100, 4)) for r in results),
-                       key=lambda rung: (rung[0] == "fp32", rung[2]))
+                       key=lambda rung: (bits[rung[0]], rung[2]))
         run_gateway_demo(rungs, golden_file, console, requests=serve_requests)
     return results
 
