@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from quantgate.config import GatewayConfig
 from quantgate.gateway.engines import EngineFailure, GatewayEngine, StreamPiece
-from quantgate.gateway.limits import LimitStore, MemoryLimits
+from quantgate.gateway.limits import LimitStore
 from quantgate.gateway.pipeline import Answer, Pipeline, Prepared
 from quantgate.gateway.protocol import ApiError, chunk_body, completion_body, error_body, new_id, parse_chat_request
 from quantgate.observe.events import EventLog
@@ -72,7 +72,11 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     if tracer_provider is None and config.tracing.otlp_endpoint:
         tracer_provider = otlp_provider(config.tracing.otlp_endpoint, config.tracing.service_name)
     tracer = Tracer(tracer_provider)
-    pipeline = Pipeline(config, engines, limits or MemoryLimits(), metrics, events, admin_digest=admin_digest,
+    if limits is None:
+        from quantgate.gateway.server import build_limits
+
+        limits = build_limits(config)
+    pipeline = Pipeline(config, engines, limits, metrics, events, admin_digest=admin_digest,
                         tracer=tracer)
     body_limit = config.server.max_body_bytes
 

@@ -70,7 +70,7 @@ def serve(config: GatewayConfig, host: str | None = None, port: int | None = Non
 
     from quantgate.gateway.app import create_app
 
-    app = create_app(config, build_engines(config), limits=build_limits(config))
+    app = create_app(config, build_engines(config))
     uvicorn.run(app, host=host or config.server.host, port=port if port is not None else config.server.port,
                 log_level="warning", access_log=False)
 

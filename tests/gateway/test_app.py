@@ -316,3 +316,30 @@ def test_queue_full_is_429_and_deadline_is_503(rig_factory: Any) -> None:
     assert queued.status_code == 503 and queued.json()["error"]["code"] == "queue_timeout"
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-quantgate-deadline-ms"
     assert first.status_code == 200
+
+
+def test_two_replicas_share_rate_limits_through_redis(tmp_path: Any) -> None:
+    import uuid
+
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
+    from quantgate.config import parse_config
+    from quantgate.gateway.app import create_app
+    from quantgate.gateway.server import build_engines, serving
+    from tests.fakes.upstream import FakeUpstream
+    from tests.gateway.conftest import base_config
+
+    with FakeUpstream() as up:
+        raw = base_config({"int4": up.url, "int8": up.url, "bf16": up.url}, tmp_path,
+                          tenants=[{"name": "acme", "keys": ["sk-test-acme"], "rate": {"requests_per_min": 3}}],
+                          state={"backend": "redis", "prefix": f"qgtest-{uuid.uuid4().hex[:8]}"})
+        config = parse_config(raw)
+        replica_a, replica_b = (create_app(config, build_engines(config)) for _ in range(2))
+        with serving(replica_a) as a, serving(replica_b) as b:
+            codes = [httpx.post(url + "/v1/chat/completions", headers={"authorization": "Bearer sk-test-acme"},
+                                json={"model": "assistant", "messages": [{"role": "user", "content": "x"}]}).status_code
+                     for url in (a, b, a, b)]
+    assert codes == [200, 200, 200, 429]
