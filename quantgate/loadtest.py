@@ -28,7 +28,7 @@ __all__ = ["LevelResult", "format_table", "load_prompts", "percentile", "run_swe
 
 
 class LoadtestError(QuantgateError):
-    pass
+    """Bad prompts file or sweep settings."""
 
 
 @dataclass

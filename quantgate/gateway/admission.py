@@ -23,11 +23,11 @@ __all__ = ["Admission", "QueueFull", "QueueTimeout"]
 
 
 class QueueFull(ApiError):
-    pass
+    """The variant's queue is full (429 with Retry-After)."""
 
 
 class QueueTimeout(ApiError):
-    pass
+    """The request was still queued at its deadline (503)."""
 
 
 @dataclass(order=True)

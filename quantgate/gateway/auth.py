@@ -19,7 +19,7 @@ __all__ = ["AuthError", "TenantDirectory"]
 
 
 class AuthError(ApiError):
-    pass
+    """A missing or unknown key (401)."""
 
 
 class TenantDirectory:

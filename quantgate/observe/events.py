@@ -18,6 +18,8 @@ from typing import Any
 
 __all__ = ["EventLog"]
 
+_EMPTY = object()
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,6 +73,13 @@ class EventLog:
             rows = db.execute(sql, (kind, limit) if kind else (limit,)).fetchall()
         return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else {}} for r in rows]
 
+    def _next(self, timeout: float | None) -> object:
+        """The next queued event, waiting up to ``timeout`` (None: do not wait); ``_EMPTY`` if none."""
+        try:
+            return self._q.get(timeout=timeout) if timeout is not None else self._q.get_nowait()
+        except queue.Empty:
+            return _EMPTY
+
     def _write_loop(self) -> None:
         db = sqlite3.connect(self._path)  # type: ignore[arg-type]
         db.execute("PRAGMA synchronous=NORMAL")
@@ -78,16 +87,13 @@ class EventLog:
         stop = False
         while not stop:
             batch: list[tuple[Any, ...]] = []
-            try:
-                item = self._q.get(timeout=self._flush_s)
-                while True:
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                    item = self._q.get_nowait()
-            except queue.Empty:
-                pass
+            item = self._next(self._flush_s)
+            while item is not _EMPTY:
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+                item = self._next(None)
             if batch:
                 db.executemany("INSERT INTO events (ts, kind, route, tenant, variant, reason, detail) "
                                "VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
