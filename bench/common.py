@@ -61,24 +61,15 @@ def machine_info() -> dict[str, Any]:
     import torchao
     import transformers
 
-    cpu = "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni",
-                                             "amx_bf16", "amx_int8") if f in have)
-                break
-    except OSError:
-        pass
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux: leave both unknown
+        lines = []
+    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines) if k.strip()}
+    cpu = fields.get("model name", "unknown")
+    have = set(fields.get("flags", "").split())
+    flags = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+                     if f in have)
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu,

@@ -85,15 +85,12 @@ events: {{path: "{events}"}}
 """
 
 
-def _measure(url: str, model: str, key: str | None, rounds: int, requests: int) -> dict[str, Any]:
-    lat: dict[str, list[float]] = {"p50": [], "p99": []}
-    for _ in range(rounds):
-        [r] = run_sweep(url, model, [BODY], [16], requests, api_key=key)
-        if r.errors or r.shed:
-            raise RuntimeError(f"{url}: {r.errors} errors, {r.shed} shed: {r.error_sample}")
-        lat["p50"].append(r.latency_p50_ms)
-        lat["p99"].append(r.latency_p99_ms)
-    return {"p50_ms": sorted(lat["p50"])[len(lat["p50"]) // 2], "p99_ms": sorted(lat["p99"])[len(lat["p99"]) // 2]}
+def _measure(url: str, model: str, key: str | None, requests: int) -> dict[str, Any]:
+    """One latency round at concurrency 16; rounds alternate between targets in ``main``."""
+    [r] = run_sweep(url, model, [BODY], [16], requests, api_key=key)
+    if r.errors or r.shed:
+        raise RuntimeError(f"{url}: {r.errors} errors, {r.shed} shed: {r.error_sample}")
+    return {"p50_ms": r.latency_p50_ms, "p99_ms": r.latency_p99_ms}
 
 
 def _throughput(url: str, model: str, key: str | None, pid: int, requests: int) -> dict[str, Any]:
@@ -156,8 +153,8 @@ def main() -> None:
             run_sweep(gateway, "assistant", [BODY], [16], 500, api_key="sk-bench")  # warm-up
             direct_rounds, gw_rounds = [], []
             for _ in range(a.rounds):
-                direct_rounds.append(_measure(upstream, "bench", None, 1, a.requests))
-                gw_rounds.append(_measure(gateway, "assistant", "sk-bench", 1, a.requests))
+                direct_rounds.append(_measure(upstream, "bench", None, a.requests))
+                gw_rounds.append(_measure(gateway, "assistant", "sk-bench", a.requests))
             med = lambda rows, k: sorted(r[k] for r in rows)[len(rows) // 2]  # noqa: E731
             result: dict[str, Any] = {
                 "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
@@ -176,7 +173,7 @@ def main() -> None:
                     lproc, lurl = started
                     procs.append(lproc)
                     run_sweep(lurl, "assistant", [BODY], [16], 200)
-                    lrounds = [_measure(lurl, "assistant", None, 1, min(a.requests, 1000)) for _ in range(a.rounds)]
+                    lrounds = [_measure(lurl, "assistant", None, min(a.requests, 1000)) for _ in range(a.rounds)]
                     lit = {"p50_ms": med(lrounds, "p50_ms"), "p99_ms": med(lrounds, "p99_ms")}
                     lit |= {f"max_{k}": v for k, v in _throughput(lurl, "assistant", None, lproc.pid, 3000).items()}
                     lit["added_p50_ms"] = lit["p50_ms"] - result["direct"]["p50_ms"]

@@ -42,6 +42,12 @@ def _bodies(golden_path: Path, n: int) -> list[dict[str, Any]]:
     return mixed[:n]
 
 
+def _total(registry: Any, family: str, **labels: str) -> float:
+    """Sum of a counter family's ``_total`` samples whose labels include ``labels``."""
+    return sum(s.value for fam in registry.collect() if fam.name == family for s in fam.samples
+               if s.name.endswith("_total") and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
 def _config(rungs: list[tuple[str, Path, float]]) -> Any:
     from quantgate.config import parse_config
 
@@ -102,10 +108,8 @@ def run_gateway_demo(rungs: list[tuple[str, Path, float]], golden_path: Path, co
         attempts = sum(value("quantgate_attempts_total", variant=name, outcome=o) for o in ("ok", "invalid", "error", "timeout"))
         answered = value("quantgate_requests_total", route="assistant", variant=name, status="200")
         ok = value("quantgate_successes_total", route="assistant", variant=name)
-        failures = sum(s.value for fam in m.collect() if fam.name == "quantgate_validation_failures"
-                       for s in fam.samples if s.name.endswith("_total") and s.labels.get("variant") == name)
-        up = sum(s.value for fam in m.collect() if fam.name == "quantgate_escalations"
-                 for s in fam.samples if s.name.endswith("_total") and s.labels.get("from_variant") == name)
+        failures = _total(m, "quantgate_validation_failures", variant=name)
+        up = _total(m, "quantgate_escalations", from_variant=name)
         tokens = value("quantgate_tokens_total", variant=name, kind="prompt") + value("quantgate_tokens_total", variant=name, kind="completion")
         cost = value("quantgate_cost_total", route="assistant", variant=name)
         total_cost += cost

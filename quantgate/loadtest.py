@@ -67,9 +67,9 @@ def load_prompts(path: str | Path, max_tokens: int = 64) -> list[dict[str, Any]]
     if not p.is_file():
         raise LoadtestError(f"{p}: prompts file not found")
     bodies: list[dict[str, Any]] = []
-    first = p.read_text().lstrip()[:1]
-    if p.suffix == ".jsonl" and first == "{":
-        lines = [(i, line) for i, line in enumerate(p.read_text().splitlines(), 1) if line.strip()]
+    text = p.read_text()
+    if p.suffix == ".jsonl" and text.lstrip()[:1] == "{":
+        lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
         try:
             rows = [(i, json.loads(line)) for i, line in lines]
         except json.JSONDecodeError as e:

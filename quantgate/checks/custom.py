@@ -73,11 +73,11 @@ def _load_file(spec: str, ctx: CompileContext) -> UserFn:
 
 def _compile_inline(source: str, ctx: CompileContext) -> UserFn:
     try:
-        code = compile(source.strip(), "<python assertion>", "eval")
-    except SyntaxError:
-        pass
-    else:
-        return lambda output, context: eval(code, {"output": output, "context": context})
+        expr = compile(source.strip(), "<python assertion>", "eval")
+    except SyntaxError:  # not one expression: compiled as a function body below
+        expr = None
+    if expr is not None:
+        return lambda output, context: eval(expr, {"output": output, "context": context})
     body = "def _assert(output, context):\n" + textwrap.indent(textwrap.dedent(source), "    ")
     namespace: dict[str, Any] = {}
     try:

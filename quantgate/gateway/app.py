@@ -26,7 +26,7 @@ from starlette.routing import Route
 from quantgate.config import GatewayConfig
 from quantgate.gateway.engines import EngineFailure, GatewayEngine, StreamPiece
 from quantgate.gateway.limits import LimitStore
-from quantgate.gateway.pipeline import Answer, Pipeline, Prepared
+from quantgate.gateway.pipeline import Answer, Pipeline, Prepared, route_headers
 from quantgate.gateway.protocol import ApiError, chunk_body, completion_body, error_body, new_id, parse_chat_request
 from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
@@ -91,7 +91,8 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
             if body.stream and not prepared.validates:
                 variant, pieces = await pipeline.stream(prepared)
                 return StreamingResponse(_relay_sse(prepared, variant, pieces, metrics), media_type="text/event-stream",
-                                         headers={**_SSE_HEADERS, **_stream_headers(prepared, variant)})
+                                         headers={**_SSE_HEADERS, **route_headers(prepared, variant,
+                                                                                  prepared.decision.ladder.index(variant))})
             answer = await pipeline.complete(prepared)
         except ApiError as e:
             return _error(e)
@@ -183,11 +184,6 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     app.state.metrics = metrics
     app.state.events = events
     return app
-
-
-def _stream_headers(p: Prepared, variant: str) -> dict[str, str]:
-    return {"x-quantgate-variant": variant, "x-quantgate-escalated": str(p.decision.ladder.index(variant)),
-            "x-quantgate-route-reason": p.decision.reason.encode("ascii", "replace").decode()[:512]}
 
 
 async def _relay_sse(p: Prepared, variant: str, pieces: AsyncIterator[StreamPiece],

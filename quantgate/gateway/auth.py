@@ -34,7 +34,9 @@ class TenantDirectory:
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        return token.strip() or None if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
 
     def tenant(self, key: str | None) -> TenantConfig:
         """The tenant owning ``key``; ``AuthError(401)`` when it is missing or unknown."""

@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 import aiohttp
 
 from quantgate.checks.tool_parsing import parse_tool_calls_from_text
+from quantgate.engines.types import GenerationRequest, SamplingParams  # no torch import
 from quantgate.errors import QuantgateError
 from quantgate.gateway.protocol import ChatRequest
 
@@ -234,9 +235,7 @@ class LocalBatchingEngine:
     def count_prompt_tokens(self, request: ChatRequest) -> int:
         return self._engine.count_tokens(self._engine.render(_messages(request), _tools(request)))
 
-    def _params(self, request: ChatRequest, max_tokens: int) -> Any:
-        from quantgate.engines.types import SamplingParams
-
+    def _params(self, request: ChatRequest, max_tokens: int) -> SamplingParams:
         return SamplingParams(max_tokens=max_tokens, temperature=request.temperature or 0.0,
                               top_p=request.top_p or 1.0, seed=request.seed, stop=tuple(request.stop or ()))
 
@@ -271,8 +270,6 @@ class LocalBatchingEngine:
 
     # -- worker thread ---------------------------------------------------------------------
     def _work(self) -> None:
-        from quantgate.engines.types import GenerationRequest
-
         while True:
             job = self._jobs.get()
             if job is None:
@@ -302,8 +299,6 @@ class LocalBatchingEngine:
                 j.loop.call_soon_threadsafe(_resolve, j.future, g)
 
     def _run_stream(self, job: _Job) -> None:
-        from quantgate.engines.types import GenerationRequest
-
         put = job.deltas.put_nowait  # type: ignore[union-attr]
         try:
             for item in self._engine.stream(GenerationRequest(job.prompt, job.params, job.submitted)):

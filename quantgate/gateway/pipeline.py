@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from quantgate.checks import Assertion
+from quantgate.checks import CompiledAssertion
 from quantgate.checks.refusal_patterns import match_refusal
 from quantgate.config import GatewayConfig, RouteConfig, TenantConfig
 from quantgate.gateway.admission import Admission
@@ -33,7 +33,7 @@ from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer
 
-__all__ = ["Answer", "Pipeline", "Prepared"]
+__all__ = ["Answer", "Pipeline", "Prepared", "route_headers"]
 
 _ANONYMOUS = TenantConfig(name="anonymous")
 
@@ -51,7 +51,7 @@ class Prepared:
     reserved_tokens: int
     reserved_cost: float
     budget_key: str | None
-    assertions: tuple[Assertion, ...]
+    assertions: tuple[CompiledAssertion, ...]
     deadline_s: float = 30.0  # from arrival, for queueing and every attempt together
     started: float = field(default_factory=time.perf_counter)
 
@@ -75,7 +75,8 @@ class Answer:
 class Pipeline:
     def __init__(self, config: GatewayConfig, engines: Mapping[str, GatewayEngine], limits: LimitStore,
                  metrics: GatewayMetrics, events: EventLog, validator: Validator | None = None,
-                 admin_digest: str | None = None, clock: object = time.time, tracer: Tracer | None = None):
+                 admin_digest: str | None = None, clock: Callable[[], float] = time.time,
+                 tracer: Tracer | None = None):
         self.config = config
         self.engines = engines
         self.limits = limits
@@ -111,7 +112,7 @@ class Pipeline:
         else:
             tenant = _ANONYMOUS
         route = self.router.route_for(request.model)
-        now = self._clock()  # type: ignore[operator]
+        now = self._clock()
         budget_key = None
         fraction = 0.0
         if tenant.budget is not None:
@@ -314,8 +315,7 @@ class Pipeline:
         if not failures:
             self.metrics.successes.labels(p.route.name, variant).inc()
         self.metrics.latency.labels(p.route.name).observe(time.perf_counter() - p.started)
-        headers = {"x-quantgate-variant": variant, "x-quantgate-escalated": str(attempts - 1),
-                   "x-quantgate-route-reason": _header_safe(p.decision.reason)}
+        headers = route_headers(p, variant, attempts - 1)
         if failures:
             headers["x-quantgate-validation"] = "failed"
             headers["x-quantgate-validation-codes"] = ",".join(sorted({f.code for f in failures}))
@@ -380,8 +380,10 @@ class Pipeline:
         self.metrics.latency.labels(p.route.name).observe(time.perf_counter() - p.started)
 
 
-def _header_safe(text: str) -> str:
-    return text.encode("ascii", "replace").decode()[:512]
+def route_headers(p: Prepared, variant: str, escalations: int) -> dict[str, str]:
+    """The ``x-quantgate-*`` headers every answer carries, buffered or streamed."""
+    return {"x-quantgate-variant": variant, "x-quantgate-escalated": str(escalations),
+            "x-quantgate-route-reason": p.decision.reason.encode("ascii", "replace").decode()[:512]}
 
 
 def _orphan_tools_dropped(messages: list[Message]) -> list[Message]:

@@ -14,7 +14,7 @@ variants' prices say otherwise; a per-token price comparison decides the budget 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from quantgate.config import GatewayConfig, RouteConfig
@@ -141,9 +141,6 @@ def _matches(header: str | None, tag: str | None, metadata: str | None, equals: 
 
 
 def parse_tags(header: str | None, metadata: Mapping[str, str] | None) -> frozenset[str]:
-    raw: Sequence[str] = []
-    if header:
-        raw = [*raw, *header.split(",")]
-    if metadata and "tags" in metadata:
-        raw = [*raw, *metadata["tags"].split(",")]
-    return frozenset(t.strip() for t in raw if t.strip())
+    """Tags from the ``x-quantgate-tags`` header and ``metadata.tags``, both comma-separated."""
+    raw = f"{header or ''},{(metadata or {}).get('tags', '')}"
+    return frozenset(t.strip() for t in raw.split(",") if t.strip())

@@ -13,11 +13,12 @@ streams are buffered (the pipeline's job); validation itself costs microseconds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quantgate.checks import Assertion, Case, Output, Registry, default_registry, parse_assertion
+from quantgate.checks import Assertion, Case, CompiledAssertion, Output, Registry, default_registry, parse_assertion
 from quantgate.checks.tool_parsing import arguments_from_string
 from quantgate.gateway.engines import Completion
 from quantgate.gateway.protocol import ChatRequest
@@ -36,16 +37,19 @@ class Validator:
     def __init__(self, registry: Registry | None = None):
         self.registry = registry or default_registry()
 
-    def route_assertions(self, raw: Sequence[dict[str, Any]], where: str) -> tuple[Assertion, ...]:
-        """Parse and trial-compile a route's assertions at start-up; errors name ``where``."""
-        out = tuple(parse_assertion(a, where, f"assert[{i}]") for i, a in enumerate(raw))
-        self.registry.compile_case(Case("config", out, where=where), "assert")
-        return out
+    def route_assertions(self, raw: Sequence[dict[str, Any]], where: str) -> tuple[CompiledAssertion, ...]:
+        """Parse and compile a route's assertions once, at start-up; errors name ``where``."""
+        parsed = tuple(parse_assertion(a, where, f"assert[{i}]") for i, a in enumerate(raw))
+        return self.registry.compile_case(Case("config", parsed, where=where), "assert").assertions
 
     def check(self, request: ChatRequest, completion: Completion, *, response_format: bool = True,
-              tool_arguments: bool = True, extra: tuple[Assertion, ...] = ()) -> list[Failure]:
-        """Every failed check of ``completion``; an empty list means the answer is valid."""
-        assertions = list(extra)
+              tool_arguments: bool = True, extra: tuple[CompiledAssertion, ...] = ()) -> list[Failure]:
+        """Every failed check of ``completion``; an empty list means the answer is valid.
+
+        ``extra`` are the route's assertions, compiled at start-up; only what the request itself
+        asks for (its schema, its tools) is compiled here, with schemas memoised by the registry.
+        """
+        assertions: list[Assertion] = []
         failures: list[Failure] = []
         fmt = request.response_format
         if response_format and fmt is not None and fmt.type != "text" and not completion.tool_calls:
@@ -56,11 +60,15 @@ class Validator:
             failures += _tool_choice(request, completion)
             if completion.tool_calls:
                 assertions.append(Assertion("is-valid-tool-call"))
-        if not assertions:
+        if not assertions and not extra:
             return failures
-        case = Case("live", tuple(assertions), tools=tuple(tools) if tools else None)
-        result = self.registry.compile_case(case).run(_output(completion))
-        failures += [Failure(v.type, v.code, v.reason) for v in result.verdicts if not v.passed]
+        compiled = extra
+        if assertions:
+            case = Case("live", tuple(assertions), tools=tuple(tools) if tools else None)
+            compiled = extra + self.registry.compile_case(case).assertions
+        output = _output(completion)
+        verdicts = [a.run(output) for a in compiled]
+        failures += [Failure(v.type, v.code, v.reason) for v in verdicts if not v.passed]
         return failures
 
 
@@ -76,8 +84,6 @@ def _call(tc: dict[str, Any]) -> Any:
     fn = tc.get("function") or {}
     args = fn.get("arguments", "{}")
     if isinstance(args, dict):
-        import json
-
         args = json.dumps(args)
     return arguments_from_string(fn.get("name"), args if isinstance(args, str) else "", tc.get("id"))
 

@@ -8,6 +8,7 @@ of events is lost if the process is killed, which an audit trail of routing reas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sqlite3
@@ -67,7 +68,7 @@ class EventLog:
         """Most recent events first (committed ones; call after a flush interval in tests)."""
         if self._path is None:
             return []
-        with sqlite3.connect(self._path) as db:
+        with contextlib.closing(sqlite3.connect(self._path)) as db:
             db.row_factory = sqlite3.Row
             sql = "SELECT * FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"
             rows = db.execute(sql, (kind, limit) if kind else (limit,)).fetchall()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantgate.reference.corpus import Example
+from quantgate.checks.tool_parsing import strict_json_loads
 from quantgate.reference.tools import validate_call
 
 __all__ = ["CheckResult", "check_output", "is_refusal", "parse_json_object", "parse_tool_calls"]
@@ -61,11 +62,8 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]] | None:
 def parse_json_object(text: str) -> dict[str, Any] | None:
     """Parse ``text`` as exactly one RFC 8259 JSON object (NaN/Infinity rejected); None otherwise."""
 
-    def _reject(token: str) -> Any:
-        raise ValueError(token)
-
     try:
-        obj = json.loads(text.strip(), parse_constant=_reject)
+        obj = strict_json_loads(text.strip())
     except ValueError:
         return None
     return obj if isinstance(obj, dict) else None

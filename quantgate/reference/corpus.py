@@ -531,7 +531,7 @@ def _code(rng: random.Random) -> str:
     rest = _random_chars(rng).replace(" ", "")
     if rest[0].isalpha() and (first in _GUARDED or rest[0] in _GUARDED):
         rest = rng.choice("0123456789-") + rest
-    return first + rest[: rng.randint(1, 5)] if first not in _GUARDED else first + rest[0] + rest[1 : rng.randint(1, 5)]
+    return first + rest[: rng.randint(1, 5)]
 
 
 def _copy_item(rng: random.Random, split: Split) -> str:
