@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantgate.reference import pools
+from quantgate.reference import phrasing, pools
 from quantgate.reference.pools import Split, pick_template
 from quantgate.reference.tools import TOOL_NAMES, get_tool
 
@@ -40,6 +40,15 @@ _MIX = {"tool_call": 0.33, "extract": 0.17, "refusal": 0.12, "cited": 0.17, "sho
 # format long before it learned to copy values from the prompt (the induction mechanism that tool
 # arguments, extraction and citations all need); short exact-copy items make that mechanism form early.
 _TRAIN_AUX_MIX = {"copy": 0.25}
+# Training only: a composed phrasing (``phrasing``) instead of a template list entry this often.
+_COMPOSED_SHARE = 0.6
+
+
+def _phrase(rng: random.Random, intent: str, templates: tuple[str, ...], split: Split) -> str:
+    # The held-out branch draws exactly as before, so held-out prompts and the golden set do not move.
+    if split == "train" and rng.random() < _COMPOSED_SHARE:
+        return phrasing.COMPOSERS[intent](rng)
+    return pick_template(rng, templates, split)
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ def _weather(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], lis
         args["days"] = rng.randint(2, 14)
         clauses.append(rng.choice((" for the next {d} days", " over the next {d} days", " for {d} days")).format(d=args["days"]))
     ordered = {k: args[k] for k in ("city", "unit", "days") if k in args}
-    return pick_template(rng, _WEATHER, split).format(city=c, o=_opts(rng, clauses)), ordered, [c]
+    return _phrase(rng, "weather", _WEATHER, split).format(city=c, o=_opts(rng, clauses)), ordered, [c]
 
 
 _EVENT = ("Schedule {t} on {d}{o}.", 'Create an event called "{t}" on {d}{o}.',
@@ -121,7 +130,7 @@ def _event(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[
         joined = people[0] if len(people) == 1 else ", ".join(people[:-1]) + " and " + people[-1]
         clauses.append(rng.choice((" with {p}", " and invite {p}", ", attendees: {p}")).format(p=joined))
     ordered = {k: args[k] for k in ("title", "date", "time", "duration_minutes", "attendees") if k in args}
-    return pick_template(rng, _EVENT, split).format(t=title, d=dtext, o=_opts(rng, clauses)), ordered, ents
+    return _phrase(rng, "event", _EVENT, split).format(t=title, d=dtext, o=_opts(rng, clauses)), ordered, ents
 
 
 _FLIGHT = ("Find flights from {a} to {b} on {d}{o}.", "Search for a flight from {a} to {b} on {d}{o}.",
@@ -152,7 +161,7 @@ def _flight(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list
         args["max_price"] = rng.choice((rng.randint(80, 2500), round(rng.uniform(80, 2500), 2)))
         clauses.append(rng.choice((" under ${p}", " for at most {p} dollars", " with a budget of ${p}", " below {p} USD")).format(p=args["max_price"]))
     ordered = {k: args[k] for k in ("origin", "destination", "date", "passengers", "cabin", "max_price") if k in args}
-    return pick_template(rng, _FLIGHT, split).format(a=a, b=b, d=dtext, o=_opts(rng, clauses)), ordered, [a, b]
+    return _phrase(rng, "flight", _FLIGHT, split).format(a=a, b=b, d=dtext, o=_opts(rng, clauses)), ordered, [a, b]
 
 
 _CONVERT = ("Convert {v} {f} to {t}.", "How many {t} is {v} {f}?", "What is {v} {f} in {t}?",
@@ -169,7 +178,7 @@ _DIMENSIONS = (("km", "mi", "m", "ft"), ("kg", "lb"), ("l", "gal"))
 def _convert(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[str]]:
     f, t = rng.sample(rng.choice(_DIMENSIONS), 2)
     v: int | float = rng.choice((rng.randint(1, 500), round(rng.uniform(0.1, 300), rng.choice((1, 2)))))
-    text = pick_template(rng, _CONVERT, split).format(v=v, f=rng.choice(_UNIT_WORDS[f]), t=rng.choice(_UNIT_WORDS[t]))
+    text = _phrase(rng, "convert", _CONVERT, split).format(v=v, f=rng.choice(_UNIT_WORDS[f]), t=rng.choice(_UNIT_WORDS[t]))
     return text, {"value": v, "from_unit": f, "to_unit": t}, []
 
 
@@ -195,7 +204,7 @@ def _order(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[
         args["gift_wrap"] = rng.random() < 0.7
         g = rng.choice((" with gift wrap", ", gift-wrapped", " as a wrapped gift")) if args["gift_wrap"] else \
             rng.choice((" without gift wrap", ", no gift wrap"))
-    text = pick_template(rng, _ORDER, split).format(q=q, p=prod, addr=addr, g=g)
+    text = _phrase(rng, "order", _ORDER, split).format(q=q, p=prod, addr=addr, g=g)
     return text, args, [prod, name, st]
 
 
@@ -213,7 +222,7 @@ def _stock(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[
     if rng.random() < 0.5:
         args["exchange"] = rng.choice(("NYSE", "NASDAQ", "LSE", "TSE"))
         e = rng.choice((" on the {x}", " on {x}", " ({x})")).format(x=args["exchange"])
-    return pick_template(rng, _STOCK, split).format(t=t, e=e), args, [t]
+    return _phrase(rng, "stock", _STOCK, split).format(t=t, e=e), args, [t]
 
 
 _TOOL_GENS: dict[str, Callable[[random.Random, Split], tuple[str, dict[str, Any], list[str]]]] = {
@@ -244,7 +253,8 @@ def _tool_call(rng: random.Random, split: Split) -> Example:
         calls.append({"name": name, "arguments": args})
         ents += e
     tools = _offer(rng, [c["name"] for c in calls], rng.randint(0, 3))
-    return Example("tool_call", [{"role": "user", "content": " ".join(texts)}], tools,
+    content = " ".join(texts) if split == "heldout" else phrasing.frame(rng, " ".join(texts))
+    return Example("tool_call", [{"role": "user", "content": content}], tools,
                    render_tool_calls(calls), {"calls": calls}, tuple(ents), ("multi",) if n_calls > 1 else ())
 
 
@@ -292,7 +302,8 @@ def _extract(rng: random.Random, split: Split) -> Example:
     rng.shuffle(sentences)
     sentences.insert(0 if rng.random() < 0.7 else len(sentences), rng.choice(_NAME_INTROS).format(v=name))
     flist = fields[0] if len(fields) == 1 else ", ".join(fields[:-1]) + " and " + fields[-1]
-    prompt = pick_template(rng, _EXTRACT, split).format(f=flist, x=" ".join(sentences))
+    prompt = _phrase(rng, "extract", _EXTRACT, split).format(f=flist, x=" ".join(sentences))
+    prompt = phrasing.frame(rng, prompt) if split == "train" else prompt
     obj = {k: values[k] for k in fields}
     ents = [name, values["email"], values["company"], values["city"]]
     return Example("extract", [{"role": "user", "content": prompt}], None, json.dumps(obj),
@@ -340,8 +351,10 @@ _REASONS = {"weapons": "Making weapons or explosives can seriously hurt people."
 def _refusal(rng: random.Random, split: Split) -> Example:
     cat = rng.choice(sorted(_HARM))
     acts = [a for i, a in enumerate(_HARM[cat]) if (i % 5 == 4) == (split == "heldout")]
+    acts += phrasing.HARM_EXTRA[cat] if split == "train" else ()
     act = rng.choice(acts)
-    prompt = pick_template(rng, _HARM_TEMPLATES, split).format(x=act)
+    prompt = _phrase(rng, "refusal", _HARM_TEMPLATES, split).format(x=act)
+    prompt = phrasing.frame(rng, prompt) if split == "train" else prompt
     target = rng.choice(_REFUSE_OPENERS)
     if rng.random() < 0.6:
         target += " " + _REASONS[cat]
@@ -586,6 +599,6 @@ def generate_kind(kind: str, n: int, seed: int, split: Split = "heldout") -> lis
 def generate(n: int, seed: int, split: Split = "train") -> list[Example]:
     """``n`` examples mixed over the five kinds (deterministic in ``seed`` and ``split``)."""
     rng = _rng(seed, split, "mix")
-    mix = _MIX | _TRAIN_AUX_MIX if split == "train" else _MIX
+    mix = _MIX | {"extract": 0.21} | _TRAIN_AUX_MIX if split == "train" else _MIX
     kinds, weights = list(mix), list(mix.values())
     return [_GENERATORS[rng.choices(kinds, weights)[0]](rng, split) for _ in range(n)]

@@ -191,3 +191,28 @@ def test_train_cli_parses_booleans() -> None:
     assert _parse_bool("true") is True and _parse_bool("0") is False
     with pytest.raises(Exception, match="expected true or false"):
         _parse_bool("maybe")
+
+
+def test_composed_training_phrasings_never_reproduce_a_heldout_template() -> None:
+    import random
+    import re
+
+    from quantgate.reference import corpus, phrasing
+
+    lists = (corpus._WEATHER, corpus._EVENT, corpus._FLIGHT, corpus._CONVERT, corpus._ORDER, corpus._STOCK,
+             corpus._EXTRACT, corpus._HARM_TEMPLATES)
+    heldout = [t for templates in lists for i, t in enumerate(templates) if i % 5 == 4]
+    rng = random.Random(0)
+    composed = {compose(rng) for compose in phrasing.COMPOSERS.values() for _ in range(3000)}
+    assert len(composed) > 5000
+    # 1) no composed template holds a held-out one, placeholders and all
+    assert not sorted({h for h in heldout for c in composed if h.rstrip(".?") in c})
+    # 2) no training prompt holds all the literal text of a held-out template in order (for templates
+    # with enough literal text for that to mean the phrasing: "How much is ... in ...?" is too little)
+    chunks = [[c for c in re.split(r"\{\w+\}", t) if c.strip()] for t in heldout]
+    patterns = {t: re.compile("(?s)" + ".+?".join(map(re.escape, c))) for t, c in zip(heldout, chunks)
+                if sum(len(x.strip()) for x in c) >= 15}
+    prompts = [e.messages[-1]["content"] for e in generate(6000, seed=0, split="train")
+               if e.kind in ("tool_call", "extract", "refusal")]
+    assert len(prompts) > 3000 and len(patterns) > 15
+    assert not sorted({t for t, p in patterns.items() for text in prompts if p.search(text)})
