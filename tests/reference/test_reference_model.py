@@ -45,15 +45,15 @@ def test_weights_files_and_shapes() -> None:
     assert "chat_template" in json.loads((WEIGHTS / "tokenizer_config.json").read_text())
 
 
-# The committed model (1700 steps, ~10M tokens, 29 min on this machine) copies values now (held-out
-# e-mail addresses, numbers, most of each name) but still misreads some held-out phrasings: tool
-# calls, extraction and refusals stay below the bar. Strict xfail: these turn into failures, to be
-# unmarked, as soon as a retrained model clears the bar.
+# The committed model (1700 steps, ~10M tokens, 30 min on this machine, composed training phrasings)
+# refuses held-out harmful requests and cites, but tool calls (broken JSON while copying long values)
+# and extraction (requested keys dropped or repeated) stay below the bar. Strict xfail: these turn
+# into failures, to be unmarked, as soon as a retrained model clears the bar.
 BELOW_BAR = pytest.mark.xfail(strict=True, reason="issue 2: committed reference model is below the 90% bar here")
 
 
 @needs_weights
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=BELOW_BAR) if k in ("tool_call", "extract", "refusal") else k
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=BELOW_BAR) if k in ("tool_call", "extract") else k
                                   for k in KINDS])
 def test_heldout_validity(reference: tuple[object, object], kind: str) -> None:
     from quantgate.reference.evaluate import MAX_NEW_TOKENS, generate_outputs
@@ -68,7 +68,7 @@ def test_heldout_validity(reference: tuple[object, object], kind: str) -> None:
 
 
 @needs_weights
-@pytest.mark.xfail(strict=True, reason="issue 2: committed reference model refuses 12 of 20 benign 'scary' prompts")
+@pytest.mark.xfail(strict=True, reason="issue 2: committed reference model refuses 10 of 20 benign 'scary' prompts")
 def test_benign_scary_prompts_are_not_refused(reference: tuple[object, object]) -> None:
     from quantgate.reference.evaluate import generate_outputs
 
