@@ -186,6 +186,54 @@ class RouteConfig(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+GuardMetric = Literal["validation_failures", "tool_call_errors", "refusals", "escalations", "errors",
+                      "latency_p95", "latency_p99", "cost_per_success"]
+
+
+class GuardConfig(_Model):
+    """One guard metric of a rollout: how much worse the canary may be, and its share of the error budget."""
+
+    metric: GuardMetric
+    margin: float = Field(1.5, ge=1.0, le=10.0)  # canary/baseline ratio tolerated (rate, exceedances or cost)
+    floor: float | None = Field(None, gt=0, lt=1)  # rates: a canary rate shown below this passes outright
+    both_directions: bool = False  # rates: a drop beyond 1/margin is a regression too (refusals)
+    weight: float = Field(1.0, gt=0)  # share of the rollout's alpha
+
+
+_DEFAULT_GUARDS = (
+    GuardConfig(metric="validation_failures", floor=0.01), GuardConfig(metric="tool_call_errors", floor=0.01),
+    GuardConfig(metric="refusals", floor=0.01, both_directions=True), GuardConfig(metric="escalations", floor=0.01),
+    GuardConfig(metric="errors", floor=0.005), GuardConfig(metric="latency_p95"), GuardConfig(metric="latency_p99"),
+    GuardConfig(metric="cost_per_success", margin=1.2),
+)
+
+
+class RolloutConfig(_Model):
+    """A progressive rollout of ``candidate`` against ``baseline`` on one route, judged by ``guards``."""
+
+    route: str
+    baseline: str
+    candidate: str
+    steps: list[float] = [0.01, 0.05, 0.25, 0.5, 1.0]  # canary weights, increasing; the last completes it
+    min_requests: int = Field(200, ge=1)   # canary requests per step before a promotion
+    min_seconds: float = Field(60.0, ge=0)  # time per step before a promotion
+    alpha: float = Field(0.05, gt=0, lt=1)  # false-rollback budget over the whole rollout, split by guard weight
+    srm_alpha: float = Field(0.001, gt=0, lt=1)
+    latency_calibration: int = Field(500, ge=20)  # baseline requests that fix the latency thresholds
+    guards: list[GuardConfig] = list(_DEFAULT_GUARDS)
+    start: bool = False  # start when the gateway starts (else: POST /admin/rollout {"action": "start"})
+    sticky: Literal["user", "session", "none"] = "none"
+
+    @model_validator(mode="after")
+    def _steps_and_guards(self) -> RolloutConfig:
+        if not self.steps or any(not 0 < w <= 1 for w in self.steps) or self.steps != sorted(set(self.steps)):
+            raise ValueError("steps must be increasing canary weights in (0, 1]")
+        if self.baseline == self.candidate:
+            raise ValueError("baseline and candidate must differ")
+        _unique("guards", [g.metric for g in self.guards], what="metric")
+        return self
+
+
 class AdmissionConfig(_Model):
     queue_size: int = Field(256, ge=0, le=100_000)
     deadline_s: float = Field(30.0, gt=0)
@@ -227,6 +275,8 @@ class GatewayConfig(_Model):
     state: StateConfig = StateConfig()
     events: EventsConfig = EventsConfig()
     tracing: TracingConfig = TracingConfig()
+    rollouts: list[RolloutConfig] = []
+    rollout_state: str | None = ".quantgate/rollouts.sqlite"  # SQLite file; with state.backend redis, Redis
 
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:
@@ -252,6 +302,18 @@ class GatewayConfig(_Model):
             for i, rule in enumerate(r.rules):
                 if rule.floor not in known:
                     raise ValueError(f"route {r.name!r}: rules[{i}].floor names unknown variant {rule.floor!r}")
+        _unique("rollouts", [r.route for r in self.rollouts], what="route")
+        by_name = {r.name: r for r in self.routes}
+        for i, ro in enumerate(self.rollouts):
+            route = by_name.get(ro.route)
+            if route is None:
+                raise ValueError(f"rollouts[{i}]: route {ro.route!r} does not exist (routes: {', '.join(by_name)})")
+            rungs = route.variants or names
+            for field, value in (("baseline", ro.baseline), ("candidate", ro.candidate)):
+                if value not in rungs:
+                    raise ValueError(f"rollouts[{i}]: {field} {value!r} is not a variant of route {ro.route!r}")
+            if route.canary is not None:
+                raise ValueError(f"rollouts[{i}]: route {ro.route!r} already has a fixed canary; a rollout manages it")
         return self
 
     def variant(self, name: str) -> LocalVariant | UpstreamVariant:

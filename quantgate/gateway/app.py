@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,6 +31,8 @@ from quantgate.gateway.protocol import ApiError, chunk_body, completion_body, er
 from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer, otlp_provider
+from quantgate.rollout.controller import RolloutController, RolloutError
+from quantgate.rollout.store import RolloutStore
 
 __all__ = ["create_app"]
 
@@ -60,7 +62,8 @@ def _sse(obj: Any) -> bytes:
 
 def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, limits: LimitStore | None = None,
                metrics: GatewayMetrics | None = None, events: EventLog | None = None,
-               admin_key: str | None = None, tracer_provider: Any | None = None) -> Starlette:
+               admin_key: str | None = None, tracer_provider: Any | None = None,
+               rollout_store: RolloutStore | None = None, clock: Callable[[], float] = time.time) -> Starlette:
     """Build the gateway app. ``engines`` maps every variant name to its engine (see ``build_engines``)."""
     missing = [v.name for v in config.variants if v.name not in engines]
     if missing:
@@ -79,6 +82,11 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     pipeline = Pipeline(config, engines, limits, metrics, events, admin_digest=admin_digest,
                         tracer=tracer)
     body_limit = config.server.max_body_bytes
+    store = rollout_store if rollout_store is not None else RolloutStore(config.rollout_state) if config.rollouts else None
+    rollouts = {r.route: RolloutController(r, pipeline.router, store, events=events, metrics=metrics, clock=clock)
+                for r in config.rollouts} if store is not None else {}
+    for name, controller in rollouts.items():
+        pipeline.observers[name] = controller.observe
 
     async def chat(request: Request) -> Response:
         with tracer.span("quantgate.request", **{"http.route": "/v1/chat/completions"}):
@@ -156,9 +164,50 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         events.record("canary_weight", route=route, reason=f"set to {weight:g} by admin")
         return JSONResponse({"route": route, "weight": pipeline.router.canary_weight(route)})
 
+    def _rollout(route: str | None) -> RolloutController:
+        if not rollouts:
+            raise ApiError(404, "no rollouts are configured (rollouts: in the config)", code="no_rollout")
+        if route is None and len(rollouts) == 1:
+            return next(iter(rollouts.values()))
+        if route not in rollouts:
+            raise ApiError(404, f"no rollout on route {route!r}; rollouts: {', '.join(rollouts)}",
+                           param="route", code="no_rollout")
+        return rollouts[route]
+
+    async def admin_rollout(request: Request) -> Response:
+        try:
+            _admin(request)
+            if request.method == "GET":
+                route = request.query_params.get("route")
+                if route is None and len(rollouts) > 1:
+                    return JSONResponse({"rollouts": [c.describe() for c in rollouts.values()]})
+                return JSONResponse(_rollout(route).describe())
+            try:
+                data = json.loads(await _read_body(request, 4096))
+                action, route = data["action"], data.get("route")
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(400, 'body must be {"action": "start|pause|resume|abort|promote", "route": NAME}',
+                               param="action") from None
+            controller = _rollout(route)
+            verbs = {"start": controller.start, "pause": controller.pause, "resume": controller.resume,
+                     "abort": controller.abort, "promote": controller.promote}
+            if action not in verbs:
+                raise ApiError(400, f"unknown action {action!r}; one of {', '.join(verbs)}", param="action")
+            reason = data.get("reason")
+            verbs[action](f"{action} by admin" + (f": {reason}" if isinstance(reason, str) else ""))
+        except ApiError as e:
+            return _error(e)
+        except RolloutError as e:
+            return _error(ApiError(409, str(e), code="rollout_state"))
+        return JSONResponse(controller.describe())
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        for controller in rollouts.values():
+            controller.close()
+        if store is not None and rollout_store is None:
+            store.close()
         for engine in engines.values():
             await engine.aclose()
         events.close()
@@ -176,13 +225,15 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models),
                 Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus),
                 Route("/admin/variants", admin_variants), Route("/admin/events", admin_events),
-                Route("/admin/canary", admin_canary, methods=["POST"])],
+                Route("/admin/canary", admin_canary, methods=["POST"]),
+                Route("/admin/rollout", admin_rollout, methods=["GET", "POST"])],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal},
         lifespan=lifespan,
     )
     app.state.pipeline = pipeline
     app.state.metrics = metrics
     app.state.events = events
+    app.state.rollouts = rollouts
     return app
 
 

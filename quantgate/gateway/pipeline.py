@@ -32,6 +32,7 @@ from quantgate.gateway.validate import Failure, Validator
 from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer
+from quantgate.rollout.judge import Outcome
 
 __all__ = ["Answer", "Pipeline", "Prepared", "route_headers"]
 
@@ -94,6 +95,8 @@ class Pipeline:
         self._assertions = {r.model: self.validator.route_assertions(r.validate_.assert_, f"routes[{i}].validate")
                             for i, r in enumerate(config.routes)}
         self._prices = {v.name: v.price for v in config.variants}
+        # Called with every finished request a canary coin decided (the rollout controllers' feed).
+        self.observers: dict[str, Callable[[Outcome], None]] = {}
 
     # -- before the engine ---------------------------------------------------------------
     async def prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> Prepared:
@@ -262,12 +265,20 @@ class Pipeline:
         rungs = p.decision.ladder[: p.route.escalation.max_attempts]
         on = set(p.route.escalation.on)
         spent, used_tokens = 0.0, 0
+        first: list[Failure] | str | None = None  # the first attempt's failures, or its engine failure kind
+        answer: Answer | None = None
+        first_content: str | None = None
+        first_tools = False
+        tried = 0
         try:
             for i, variant in enumerate(rungs):
                 last = i == len(rungs) - 1
                 try:
                     c = await self._attempt(p, variant)
+                    tried = i + 1
                 except EngineFailure as e:
+                    tried = i + 1
+                    first = e.kind if i == 0 else first
                     self.metrics.attempts.labels(variant, e.kind).inc()
                     if e.kind in on and not last:
                         self._escalated(p, variant, rungs[i + 1], e.kind, e.message)
@@ -278,15 +289,30 @@ class Pipeline:
                 spent += self._meter(p, variant, c.prompt_tokens, c.completion_tokens, c.engine_s)
                 used_tokens += c.prompt_tokens + c.completion_tokens
                 failures = self._validate(p, variant, c)
+                if i == 0:
+                    first, first_content = failures, c.content if not c.tool_calls else None
+                    first_tools = bool(c.tool_calls)
                 self.metrics.attempts.labels(variant, "invalid" if failures else "ok").inc()
                 if failures and "validation" in on and not last:
                     self._escalated(p, variant, rungs[i + 1], "validation",
                                     "; ".join(f"{f.code}: {f.reason}" for f in failures))
                     continue
-                return self._answer(p, c, variant, i + 1, failures)
+                answer = self._answer(p, c, variant, i + 1, failures)
+                return answer
             raise AssertionError("unreachable: the last rung always returns or raises")
         finally:
             await self._settle(p, spent, used_tokens)
+            observer = self.observers.get(p.route.name) if p.decision.arm else None
+            if observer is not None and first is not None:  # shed before any attempt: not the arm's doing
+                failed = first if isinstance(first, list) else []
+                observer(Outcome(
+                    canary=p.decision.arm == "canary", weight=p.decision.weight,
+                    validation_failed=bool(failed), error=isinstance(first, str),
+                    tool_error=any(f.code.startswith("tool_call") for f in failed) if first_tools else None,
+                    refused=bool(first_content and match_refusal(first_content)),
+                    escalated=tried > 1,
+                    latency_s=time.perf_counter() - p.started, cost=spent,
+                    success=answer is not None and not answer.failures))
 
     def _validate(self, p: Prepared, variant: str, c: Completion) -> list[Failure]:
         v = p.route.validate_

@@ -44,6 +44,8 @@ class Decision:
     floor: str
     reason: str
     canary: bool = False
+    arm: str | None = None  # "canary" / "baseline" when a canary coin was tossed and decided the variant
+    weight: float = 0.0     # the canary weight the coin was tossed with
 
 
 def sticky_fraction(route: str, key: str) -> float:
@@ -59,6 +61,9 @@ class Router:
         self._routes = {r.model: r for r in config.routes}
         self._price = {v.name: v.price.prompt_per_mtok + v.price.completion_per_mtok for v in config.variants}
         self._weights: dict[str, float] = {r.name: r.canary.weight for r in config.routes if r.canary}
+        self._canary: dict[str, tuple[str, str]] = {r.name: (r.canary.variant, r.canary.sticky)
+                                                    for r in config.routes if r.canary}
+        self._default: dict[str, str] = {}
 
     @property
     def models(self) -> list[str]:
@@ -79,6 +84,22 @@ class Router:
             raise KeyError(f"route {route!r} has no canary")
         self._weights[route] = min(1.0, max(0.0, weight))
 
+    def attach_canary(self, route: str, variant: str, sticky: str, weight: float, baseline: str) -> None:
+        """Give ``route`` a canary of ``variant`` against ``baseline`` (the rollout controller's handle)."""
+        self._canary[route] = (variant, sticky)
+        self._default[route] = baseline
+        self.set_weight_unchecked(route, weight)
+
+    def set_weight_unchecked(self, route: str, weight: float) -> None:
+        self._weights[route] = min(1.0, max(0.0, weight))
+
+    def set_default(self, route: str, variant: str) -> None:
+        """Serve ``variant`` when nothing else decides (a completed rollout's candidate)."""
+        self._default[route] = variant
+
+    def default_for(self, route: RouteConfig) -> str | None:
+        return self._default.get(route.name, route.default)
+
     def _rungs(self, route: RouteConfig) -> list[str]:
         allowed = set(route.variants) if route.variants else set(self._ladder)
         return [n for n in self._ladder if n in allowed]
@@ -96,30 +117,33 @@ class Router:
         if not eligible:
             raise ApiError(503, f"route {route.name!r} has no variant at or above floor {floor!r}",
                            "server_error", code="no_variant")
-        choice = route.default if route.default in eligible else eligible[0]
-        canary = False
+        default = self._default.get(route.name, route.default)
+        choice = default if default in eligible else eligible[0]
+        canary, arm = False, None
         weight = self._weights.get(route.name)
-        if route.canary and weight:
-            cand = route.canary.variant
-            key = facts.user if route.canary.sticky == "user" else facts.session if route.canary.sticky == "session" else None
+        if route.name in self._canary and weight:
+            cand, sticky = self._canary[route.name]
+            key = facts.user if sticky == "user" else facts.session if sticky == "session" else None
             if cand not in eligible:
                 why.append(f"canary {cand} below floor, skipped")
-            elif key is None and route.canary.sticky != "none":
-                why.append(f"canary skipped: no {route.canary.sticky} to stick to")
+            elif key is None and sticky != "none":
+                why.append(f"canary skipped: no {sticky} to stick to")
             else:
                 u = sticky_fraction(route.name, key) if key is not None else _random_fraction()
                 if u < weight:
-                    choice, canary = cand, True
+                    choice, canary, arm = cand, True, "canary"
                     why.append(f"canary {cand} {weight:.0%} (bucket {u:.3f})")
+                elif choice == default:
+                    arm = "baseline"
         if route.downgrade_near_budget and facts.budget_fraction > 0 and not canary:
             if facts.budget_fraction >= facts.downgrade_at:
                 cheapest = min(eligible, key=lambda n: (self._price[n], self._rank[n]))
                 if cheapest != choice:
-                    choice = cheapest
+                    choice, arm = cheapest, None
                     why.append(f"budget {facts.budget_fraction:.0%} spent -> cheaper {choice}")
         why.append(f"-> {choice}")
         above = [n for n in eligible if self._rank[n] > self._rank[choice]]
-        return Decision(route.name, choice, (choice, *above), floor, "; ".join(why), canary)
+        return Decision(route.name, choice, (choice, *above), floor, "; ".join(why), canary, arm, weight or 0.0)
 
 
 def _random_fraction() -> float:

@@ -48,6 +48,12 @@ class GatewayMetrics:
                               buckets=_LATENCY_BUCKETS, registry=r)
         self.latency = Histogram(p + "request_seconds", "Total request latency", ["route"],
                                  buckets=_LATENCY_BUCKETS, registry=r)
+        self.rollout_weight = Gauge(p + "rollout_canary_weight", "Canary weight a rollout has set", ["route"], registry=r)
+        self.rollout_state = Gauge(p + "rollout_state", "1 for the rollout's current state", ["route", "state"], registry=r)
+        self.rollout_decisions = Counter(p + "rollout_decisions", "Rollout decisions, by action", ["route", "action"],
+                                         registry=r)
+        self.rollout_evidence = Gauge(p + "rollout_evidence", "Judge evidence per guard metric (e-values, ratio)",
+                                      ["route", "metric", "kind"], registry=r)
         self.in_flight = Gauge(p + "in_flight", "Requests holding an engine slot", ["variant"], registry=r)
         self.queue_depth = Gauge(p + "queue_depth", "Requests waiting for an engine slot", ["variant"], registry=r)
 

@@ -1,0 +1,272 @@
+"""The canary judge: per guard metric, anytime-valid evidence; one verdict (rollback, promote, hold, pause).
+
+A guard watches one thing a quantized variant can make worse: a rate (validation failures, tool-call
+errors, refusals in either direction, escalations, errors and timeouts), a latency quantile, or
+cost per successful request. Rates use the conditional test (``stats.RatioEvidence``): margin is the
+canary/baseline rate ratio tolerated. Latency quantiles become rates too: the threshold ``T`` is the
+baseline's quantile measured over the first ``latency_calibration`` baseline requests and then fixed,
+and a request slower than ``T`` is a bad event (a p99 that grows while the mean shrinks shows up as
+more exceedances even though the average improves). Cost compares cost per success on both arms
+with confidence sequences for the four means.
+
+The error budget ``alpha`` is split across guards by ``weight`` (Bonferroni on e-values, which needs
+no independence). Rollback when any guard's e-value against "within margin" reaches
+``1/alpha_guard``; promote (the controller adds the minimums) when every guard has shown it is within
+margin, by its own e-value or, for rates, by the canary's rate being shown below ``floor``; pause
+when the traffic split itself is off (sample-ratio mismatch), since then none of the above is
+trustworthy. The judge holds no clock and does no I/O: the controller feeds it and stores its state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from quantgate.config import GuardConfig, RolloutConfig
+from quantgate.rollout.stats import BelowFloor, MeanSequence, RatioEvidence, SplitEvidence
+
+__all__ = ["Judge", "Outcome", "Verdict"]
+
+Action = Literal["rollback", "promote", "hold", "pause"]
+_RATE_FIELDS = {"validation_failures": "validation_failed", "tool_call_errors": "tool_error",
+                "refusals": "refused", "escalations": "escalated", "errors": "error"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one finished request says about its arm (``canary``) under canary share ``weight``."""
+
+    canary: bool
+    weight: float
+    validation_failed: bool = False
+    tool_error: bool | None = None  # None: no tool call in the answer (the rate is per tool-calling answer)
+    refused: bool = False
+    escalated: bool = False
+    error: bool = False
+    latency_s: float | None = None
+    cost: float = 0.0
+    success: bool = True
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Check:
+    rollback: str | None  # why, if this guard demands a rollback
+    passed: bool          # shown to be within margin
+    evidence: dict[str, Any]
+
+
+def _e(log_e: float) -> float:
+    return math.exp(min(log_e, 700.0))
+
+
+class _RateGuard:
+    """Bad events per request on each arm, judged by their rate ratio (and a floor for the canary)."""
+
+    def __init__(self, g: GuardConfig, alpha: float, is_bad: Any):
+        self.g, self.alpha, self.is_bad = g, alpha, is_bad
+        self.ratio = RatioEvidence(g.margin)
+        self.canary_floor = BelowFloor(g.floor) if g.floor else None
+        self.baseline_floor = BelowFloor(g.floor) if g.floor and g.both_directions else None
+        self.counts = {"baseline": [0, 0], "canary": [0, 0]}  # [requests, bad]
+
+    def observe(self, o: Outcome) -> None:
+        bad = self.is_bad(o)
+        if bad is None:
+            return
+        arm = self.counts["canary" if o.canary else "baseline"]
+        arm[0] += 1
+        arm[1] += int(bad)
+        if bad:
+            self.ratio.observe(o.canary, o.weight)
+        floor = self.canary_floor if o.canary else self.baseline_floor
+        if floor is not None:
+            floor.observe(bad)
+
+    def check(self) -> _Check:
+        g = self.g
+        a = self.alpha / 2 if g.both_directions else self.alpha
+        log_t = math.log(1 / a)
+        up, down = self.ratio.log_e_above(g.margin), self.ratio.log_e_below(g.margin)
+        floor_e = self.canary_floor.log_e() if self.canary_floor else -math.inf
+        rollback = f"{g.metric}: canary/baseline ratio above {g.margin:g} (e={_e(up):.3g} >= {1 / a:.3g})" \
+            if up >= log_t else None
+        passed = down >= log_t or floor_e >= log_t
+        ev: dict[str, Any] = {"e_worse": _e(up), "e_within": _e(down), "threshold": 1 / a}
+        if g.both_directions:
+            low_up, low_down = self.ratio.log_e_above(1 / g.margin), self.ratio.log_e_below(1 / g.margin)
+            base_floor = self.baseline_floor.log_e() if self.baseline_floor else -math.inf
+            if rollback is None and low_down >= log_t:
+                rollback = f"{g.metric}: canary/baseline ratio below {1 / g.margin:.3g} (e={_e(low_down):.3g} >= {1 / a:.3g})"
+            passed = passed and (low_up >= log_t or base_floor >= log_t)
+            ev |= {"e_lower": _e(low_down), "e_within_lower": _e(low_up)}
+        if self.canary_floor is not None:
+            ev["e_canary_below_floor"] = _e(floor_e)
+        lower, upper = self.ratio.bounds(a)
+        ev |= {"margin": g.margin, "floor": g.floor, "ratio": self.ratio.estimate(), "lower": lower,
+               "upper": upper if math.isfinite(upper) else None, "alpha": self.alpha,
+               "baseline": list(self.counts["baseline"]), "canary": list(self.counts["canary"])}
+        return _Check(rollback, passed, ev)
+
+    def state(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"ratio": self.ratio.state(), "counts": self.counts}
+        for name in ("canary_floor", "baseline_floor"):
+            f = getattr(self, name)
+            if f is not None:
+                s[name] = [f.n, f.bad]
+        return s
+
+    def load(self, s: dict[str, Any]) -> None:
+        self.ratio.load(s["ratio"])
+        self.counts = {k: list(v) for k, v in s["counts"].items()}
+        for name in ("canary_floor", "baseline_floor"):
+            f = getattr(self, name)
+            if f is not None and name in s:
+                f.n, f.bad = s[name]
+
+
+class _LatencyGuard(_RateGuard):
+    """A latency quantile as the rate of requests slower than a threshold fixed from the baseline."""
+
+    def __init__(self, g: GuardConfig, alpha: float, quantile: float, calibration: int):
+        super().__init__(g.model_copy(update={"floor": None, "both_directions": False}), alpha, self._slow)
+        self.quantile, self.calibration = quantile, calibration
+        self.samples: list[float] = []
+        self.threshold: float | None = None
+
+    def _slow(self, o: Outcome) -> bool | None:
+        if o.latency_s is None or self.threshold is None:
+            return None
+        return o.latency_s > self.threshold
+
+    def observe(self, o: Outcome) -> None:
+        if self.threshold is None and not o.canary and o.latency_s is not None:
+            self.samples.append(o.latency_s)
+            if len(self.samples) >= self.calibration:
+                ordered = sorted(self.samples)
+                self.threshold = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+                self.samples = []
+            return
+        super().observe(o)
+
+    def check(self) -> _Check:
+        c = super().check()
+        ev = c.evidence | {"threshold_s": self.threshold, "calibrating": self.threshold is None}
+        return _Check(c.rollback, c.passed and self.threshold is not None, ev)
+
+    def state(self) -> dict[str, Any]:
+        return super().state() | {"threshold": self.threshold, "samples": self.samples}
+
+    def load(self, s: dict[str, Any]) -> None:
+        super().load(s)
+        self.threshold, self.samples = s["threshold"], list(s["samples"])
+
+
+class _CostGuard:
+    """Cost per successful request, canary over baseline, from four confidence sequences (alpha/4 each)."""
+
+    def __init__(self, g: GuardConfig, alpha: float):
+        self.g, self.alpha = g, alpha
+        self.seq = {k: MeanSequence() for k in ("baseline_cost", "baseline_success", "canary_cost", "canary_success")}
+
+    def observe(self, o: Outcome) -> None:
+        arm = "canary" if o.canary else "baseline"
+        self.seq[f"{arm}_cost"].observe(o.cost)
+        self.seq[f"{arm}_success"].observe(float(o.success))
+
+    def check(self) -> _Check:
+        a = self.alpha / 4
+        (bc_lo, bc_hi), (bs_lo, bs_hi) = self.seq["baseline_cost"].interval(a), self.seq["baseline_success"].interval(a)
+        (cc_lo, cc_hi), (cs_lo, cs_hi) = self.seq["canary_cost"].interval(a), self.seq["canary_success"].interval(a)
+        lower = upper = None
+        if min(bc_hi, cs_hi) > 0 and bs_lo > 0 and cc_lo > 0:
+            lower = (cc_lo / cs_hi) / (bc_hi / bs_lo)
+        if cs_lo > 0 and bc_lo > 0 and bs_hi > 0 and math.isfinite(cc_hi):
+            upper = (cc_hi / cs_lo) / (bc_lo / bs_hi)
+        b, c = self.seq["baseline_cost"], self.seq["canary_cost"]
+        bs, cs = self.seq["baseline_success"], self.seq["canary_success"]
+        est = (c.mean / cs.mean) / (b.mean / bs.mean) if min(cs.mean, b.mean, bs.mean) > 0 else None
+        rollback = f"cost_per_success: canary/baseline above {self.g.margin:g} (lower bound {lower:.3g})" \
+            if lower is not None and lower > self.g.margin else None
+        no_cost = b.n > 1 and c.n > 1 and b.mean == 0 and c.mean == 0  # nothing is priced: nothing to regress
+        passed = no_cost or (upper is not None and upper <= self.g.margin)
+        ev = {"margin": self.g.margin, "ratio": est, "lower": lower, "upper": upper, "alpha": self.alpha,
+              "baseline": [b.n, b.mean, bs.mean], "canary": [c.n, c.mean, cs.mean]}
+        return _Check(rollback, passed, ev)
+
+    def state(self) -> dict[str, Any]:
+        return {k: s.state() for k, s in self.seq.items()}
+
+    def load(self, s: dict[str, Any]) -> None:
+        for k, v in s.items():
+            self.seq[k].load(v)
+
+
+def _rate_reader(attr: str) -> Any:
+    def read(o: Outcome) -> bool | None:
+        value = getattr(o, attr)
+        return None if value is None else bool(value)  # None: the request had nothing to judge here
+    return read
+
+
+class Judge:
+    """Evidence for one rollout; ``observe`` every finished request, ask ``verdict`` whenever."""
+
+    def __init__(self, spec: RolloutConfig):
+        self.spec = spec
+        total = sum(g.weight for g in spec.guards)
+        self.guards: dict[str, Any] = {}
+        for g in spec.guards:
+            alpha = spec.alpha * g.weight / total
+            if g.metric in _RATE_FIELDS:
+                self.guards[g.metric] = _RateGuard(g, alpha, _rate_reader(_RATE_FIELDS[g.metric]))
+            elif g.metric in ("latency_p95", "latency_p99"):
+                q = 0.95 if g.metric == "latency_p95" else 0.99
+                self.guards[g.metric] = _LatencyGuard(g, alpha, q, spec.latency_calibration)
+            else:
+                self.guards[g.metric] = _CostGuard(g, alpha)
+        self.split = SplitEvidence()
+        self.requests = {"baseline": 0, "canary": 0}
+
+    def observe(self, o: Outcome) -> None:
+        self.requests["canary" if o.canary else "baseline"] += 1
+        self.split.observe(o.canary, o.weight)
+        for guard in self.guards.values():
+            guard.observe(o)
+
+    def verdict(self) -> Verdict:
+        checks = {name: g.check() for name, g in self.guards.items()}
+        evidence = {name: c.evidence for name, c in checks.items()}
+        srm_e = _e(self.split.log_e())
+        evidence["sample_ratio"] = {"e": srm_e, "threshold": 1 / self.spec.srm_alpha,
+                                    "canary": self.split.counts[1], "expected_canary": round(self.split.expected_canary(), 1),
+                                    "total": sum(self.split.counts)}
+        if srm_e >= 1 / self.spec.srm_alpha:
+            return Verdict("pause", f"sample-ratio mismatch: {self.split.counts[1]} canary requests, "
+                           f"{self.split.expected_canary():.0f} expected (e={srm_e:.3g}); evidence is not trustworthy",
+                           evidence)
+        bad = [c.rollback for c in checks.values() if c.rollback]
+        if bad:
+            return Verdict("rollback", "; ".join(bad), evidence)
+        waiting = [name for name, c in checks.items() if not c.passed]
+        if waiting:
+            return Verdict("hold", "not yet shown within margin: " + ", ".join(waiting), evidence)
+        return Verdict("promote", "every guard within its margin", evidence)
+
+    def state(self) -> dict[str, Any]:
+        return {"guards": {n: g.state() for n, g in self.guards.items()}, "split": self.split.state(),
+                "requests": self.requests}
+
+    def load(self, s: dict[str, Any]) -> None:
+        for n, gs in s["guards"].items():
+            if n in self.guards:
+                self.guards[n].load(gs)
+        self.split.load(s["split"])
+        self.requests = dict(s["requests"])
