@@ -22,6 +22,11 @@ every request:
 Scenarios: A/A (identical arms, 2% failures, 20,000 requests), doubled failure rate (4% on the
 canary), and a canary whose p99 is 30% worse while its mean and median are better. Reported: share
 rolled back and the median request at which it happened.
+
+Drift (``quantgate.observe.drift.DriftMonitor`` with its defaults: 5,000-request reference, 500-request
+window, a check every 50): synthetic traffic (prompt tokens lognormal, turns, tools offered and
+called, response tokens); after the reference, either 10,000 more requests from the same traffic
+(how many runs raise any alert) or traffic whose prompts are 30% longer (requests until the alert).
 """
 
 from __future__ import annotations
@@ -162,15 +167,55 @@ def run(runs: int, seed: int) -> list[dict[str, object]]:
     return rows
 
 
+def _traffic(gen: np.random.Generator, n: int, prompt_scale: float = 1.0) -> list[dict[str, float]]:
+    prompt = np.round(prompt_scale * gen.lognormal(5.0, 0.6, n))
+    turns, offered = 1 + gen.poisson(1.5, n), gen.integers(0, 6, n)
+    called, response = gen.integers(0, 2, n), np.round(gen.lognormal(4.0, 0.5, n))
+    return [{"prompt_tokens": p, "turns": t, "tools_offered": o, "tools_called": c, "response_tokens": r}
+            for p, t, o, c, r in zip(prompt, turns, offered, called, response)]
+
+
+def drift(runs: int, seed: int) -> list[dict[str, object]]:
+    from quantgate.observe.drift import DriftMonitor
+
+    false_alarms, delays = 0, []
+    t0 = time.perf_counter()
+    for r in range(runs):
+        gen = np.random.default_rng([seed, 99, r])
+        for shifted in (False, True):
+            monitor = DriftMonitor(seed=r)
+            for x in _traffic(gen, monitor.reference_size):
+                monitor.observe(x)
+            after = _traffic(gen, 2_000, 1.3) if shifted else _traffic(gen, 10_000)
+            hit = next((i + 1 for i, x in enumerate(after) if monitor.observe(x)), None)
+            if shifted:
+                delays.append(hit if hit is not None else math.inf)
+            else:
+                false_alarms += hit is not None
+    detected = [d for d in delays if math.isfinite(d)]
+    row = {"runs": runs, "false_alarm_runs": false_alarms / runs, "detected": len(detected) / runs,
+           "median_requests": statistics.median(detected) if detected else None,
+           "max_requests": max(detected) if detected else None, "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"| drift | {runs} | {row['false_alarm_runs']:.1%} of runs alerted on 10,000 unshifted requests | "
+          f"30% longer prompts: {row['detected']:.0%} detected, median {row['median_requests']} / max "
+          f"{row['max_requests']} requests |", flush=True)
+    return [row]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--drift-runs", type=int, default=400)
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
-    print("| scenario | judge | canaries | requests each | rolled back | median requests to rollback |")
-    print("|---|---|--:|--:|--:|--:|")
-    rows = run(a.runs, a.seed)
+    rows: list[dict[str, object]] = []
+    if a.runs:
+        print("| scenario | judge | canaries | requests each | rolled back | median requests to rollback |")
+        print("|---|---|--:|--:|--:|--:|")
+        rows += run(a.runs, a.seed)
+    if a.drift_runs:
+        rows += drift(a.drift_runs, a.seed)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2) + "\n")
 

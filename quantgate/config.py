@@ -234,6 +234,22 @@ class RolloutConfig(_Model):
         return self
 
 
+class DriftConfig(_Model):
+    """Per-route traffic drift monitoring (``quantgate.observe.drift``)."""
+
+    enabled: bool = True
+    reference_size: int = Field(5000, ge=100)
+    window: int = Field(500, ge=50)
+    check_every: int = Field(50, ge=1)
+    alpha: float = Field(1e-4, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> DriftConfig:
+        if self.window > self.reference_size:
+            raise ValueError("window must not be larger than reference_size")
+        return self
+
+
 class AdmissionConfig(_Model):
     queue_size: int = Field(256, ge=0, le=100_000)
     deadline_s: float = Field(30.0, gt=0)
@@ -276,6 +292,7 @@ class GatewayConfig(_Model):
     events: EventsConfig = EventsConfig()
     tracing: TracingConfig = TracingConfig()
     rollouts: list[RolloutConfig] = []
+    drift: DriftConfig = DriftConfig()
     rollout_state: str | None = ".quantgate/rollouts.sqlite"  # SQLite file; with state.backend redis, Redis
 
     @model_validator(mode="after")

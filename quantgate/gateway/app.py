@@ -201,6 +201,13 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
             return _error(ApiError(409, str(e), code="rollout_state"))
         return JSONResponse(controller.describe())
 
+    async def admin_drift(request: Request) -> Response:
+        try:
+            _admin(request)
+        except ApiError as e:
+            return _error(e)
+        return JSONResponse({"routes": {name: m.describe() for name, m in pipeline.drift.items()}})
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -226,7 +233,8 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
                 Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus),
                 Route("/admin/variants", admin_variants), Route("/admin/events", admin_events),
                 Route("/admin/canary", admin_canary, methods=["POST"]),
-                Route("/admin/rollout", admin_rollout, methods=["GET", "POST"])],
+                Route("/admin/rollout", admin_rollout, methods=["GET", "POST"]),
+                Route("/admin/drift", admin_drift)],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal},
         lifespan=lifespan,
     )

@@ -29,6 +29,7 @@ from quantgate.gateway.limits import LimitStore, budget_period_key, retry_after_
 from quantgate.gateway.protocol import ApiError, ChatRequest, Message
 from quantgate.gateway.routing import Decision, RequestFacts, Router, parse_tags
 from quantgate.gateway.validate import Failure, Validator
+from quantgate.observe.drift import DriftAlert, DriftMonitor
 from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer
@@ -97,6 +98,35 @@ class Pipeline:
         self._prices = {v.name: v.price for v in config.variants}
         # Called with every finished request a canary coin decided (the rollout controllers' feed).
         self.observers: dict[str, Callable[[Outcome], None]] = {}
+        self.drift = {r.name: self._drift_monitor(r.name) for r in config.routes} if config.drift.enabled else {}
+
+    def _drift_monitor(self, route: str) -> DriftMonitor:
+        d = self.config.drift
+
+        def alert(a: DriftAlert) -> None:
+            self.metrics.drift_alerts.labels(route, a.feature).inc()
+            self.events.record("drift", route=route, reason=f"{a.feature}: {a.statistic} {a.value:.3g} over "
+                               f"threshold {a.threshold:.3g} at request {a.at_request}")
+
+        def checked(last: dict[str, dict[str, float]]) -> None:
+            for feature, stats in last.items():
+                for stat, value in stats.items():
+                    self.metrics.drift_statistic.labels(route, feature, stat).set(value)
+
+        return DriftMonitor(d.reference_size, d.window, d.check_every, alpha=d.alpha, on_alert=alert, on_check=checked)
+
+    def _observe_drift(self, p: Prepared, answer: Answer | None) -> None:
+        monitor = self.drift.get(p.route.name)
+        if monitor is None:
+            return
+        depth = (p.request.metadata or {}).get("retrieval_depth")
+        c = answer.completion if answer is not None else None
+        monitor.observe({
+            "prompt_tokens": p.prompt_tokens, "turns": len(p.request.messages),
+            "tools_offered": len(p.request.tools or []),
+            "tools_called": len(c.tool_calls or []) if c is not None else None,
+            "response_tokens": c.completion_tokens if c is not None else None,
+            "retrieval_depth": float(depth) if depth is not None and depth.replace(".", "", 1).isdigit() else None})
 
     # -- before the engine ---------------------------------------------------------------
     async def prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> Prepared:
@@ -302,6 +332,7 @@ class Pipeline:
             raise AssertionError("unreachable: the last rung always returns or raises")
         finally:
             await self._settle(p, spent, used_tokens)
+            self._observe_drift(p, answer)
             observer = self.observers.get(p.route.name) if p.decision.arm else None
             if observer is not None and first is not None:  # shed before any attempt: not the arm's doing
                 failed = first if isinstance(first, list) else []

@@ -54,6 +54,10 @@ class GatewayMetrics:
                                          registry=r)
         self.rollout_evidence = Gauge(p + "rollout_evidence", "Judge evidence per guard metric (e-values, ratio)",
                                       ["route", "metric", "kind"], registry=r)
+        self.drift_statistic = Gauge(p + "drift_statistic", "Latest drift statistic of a request feature against the reference",
+                                     ["route", "feature", "statistic"], registry=r)
+        self.drift_alerts = Counter(p + "drift_alerts", "Drift alerts, by route and feature", ["route", "feature"],
+                                    registry=r)
         self.in_flight = Gauge(p + "in_flight", "Requests holding an engine slot", ["variant"], registry=r)
         self.queue_depth = Gauge(p + "queue_depth", "Requests waiting for an engine slot", ["variant"], registry=r)
 

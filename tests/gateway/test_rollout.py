@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,3 +115,29 @@ def test_admin_rollout_api_errors_and_actions(rig_factory: Callable[..., Rig], t
     assert ok.json()["last_decision"]["reason"] == "start by admin: ticket 42"
     aborted = httpx.post(rig.url + "/admin/rollout", headers=auth, json={"action": "abort"})
     assert aborted.json()["state"] == "aborted" and aborted.json()["weights"]["int8"] == 0.0
+
+
+def test_drift_in_prompt_length_is_reported(rig_factory: Callable[..., Rig], tmp_path: Path) -> None:
+    rig = rig_factory(drift={"reference_size": 120, "window": 60, "check_every": 10})
+    rng = random.Random(1)
+    auth = {"authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=rig.url, headers=auth, timeout=10) as client:
+        for i in range(300):
+            words = rng.randint(5, 15) if i < 150 else rng.randint(60, 90)
+            r = client.post("/v1/chat/completions", json={"model": "assistant", "messages": [
+                {"role": "user", "content": " ".join(["word"] * words)}]})
+            assert r.status_code == 200
+    report = httpx.get(rig.url + "/admin/drift", headers={"authorization": f"Bearer {ADMIN}"}).json()
+    drift = report["routes"]["assistant"]
+    assert drift["calibrated"] and "prompt_tokens" in drift["drifting"], drift
+    assert drift["alerts"][0]["feature"] == "prompt_tokens"
+    metrics = httpx.get(rig.url + "/metrics").text
+    assert 'quantgate_drift_alerts_total{feature="prompt_tokens",route="assistant"} 1.0' in metrics
+    deadline = time.monotonic() + 5  # the event log commits from its writer thread
+    while time.monotonic() < deadline:
+        events = httpx.get(rig.url + "/admin/events?kind=drift", headers={"authorization": f"Bearer {ADMIN}"}).json()
+        if any("prompt_tokens" in e["reason"] for e in events["events"]):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("no drift event was logged")
