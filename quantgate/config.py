@@ -238,7 +238,7 @@ class DriftConfig(_Model):
     """Per-route traffic drift monitoring (``quantgate.observe.drift``)."""
 
     enabled: bool = True
-    reference_size: int = Field(5000, ge=100)
+    reference_size: int = Field(10_000, ge=100)
     window: int = Field(500, ge=50)
     check_every: int = Field(50, ge=1)
     alpha: float = Field(1e-4, gt=0, lt=0.5)

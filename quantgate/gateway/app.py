@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from quantgate.config import GatewayConfig
 from quantgate.gateway.engines import EngineFailure, GatewayEngine, StreamPiece
+from quantgate.gateway.hotswap import VariantManager
 from quantgate.gateway.limits import LimitStore
 from quantgate.gateway.pipeline import Answer, Pipeline, Prepared, route_headers
 from quantgate.gateway.protocol import ApiError, chunk_body, completion_body, error_body, new_id, parse_chat_request
@@ -63,7 +64,8 @@ def _sse(obj: Any) -> bytes:
 def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, limits: LimitStore | None = None,
                metrics: GatewayMetrics | None = None, events: EventLog | None = None,
                admin_key: str | None = None, tracer_provider: Any | None = None,
-               rollout_store: RolloutStore | None = None, clock: Callable[[], float] = time.time) -> Starlette:
+               rollout_store: RolloutStore | None = None, clock: Callable[[], float] = time.time,
+               engine_factory: Callable[[Any], GatewayEngine] | None = None) -> Starlette:
     """Build the gateway app. ``engines`` maps every variant name to its engine (see ``build_engines``)."""
     missing = [v.name for v in config.variants if v.name not in engines]
     if missing:
@@ -82,6 +84,11 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     pipeline = Pipeline(config, engines, limits, metrics, events, admin_digest=admin_digest,
                         tracer=tracer)
     body_limit = config.server.max_body_bytes
+    if engine_factory is None:
+        from quantgate.gateway.server import build_engine
+
+        engine_factory = build_engine
+    variants = VariantManager(config, pipeline, engine_factory)
     store = rollout_store if rollout_store is not None else RolloutStore(config.rollout_state) if config.rollouts else None
     rollouts = {r.route: RolloutController(r, pipeline.router, store, events=events, metrics=metrics, clock=clock)
                 for r in config.rollouts} if store is not None else {}
@@ -137,9 +144,23 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
             _admin(request)
         except ApiError as e:
             return _error(e)
-        return JSONResponse({"ladder": config.ladder, "variants": [
+        return JSONResponse({"ladder": pipeline.router.ladder, "variants": [
             {"name": n, "in_flight": a.in_flight, "queued": a.queued, "concurrency": a.concurrency}
-            for n, a in pipeline.admission.items()]})
+            for n, a in pipeline.admission.items() if n in pipeline.router.ladder]})
+
+    async def admin_variant(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            _admin(request)
+            if request.method == "DELETE":
+                return JSONResponse(await variants.delete(name))
+            try:
+                spec = json.loads(await _read_body(request, 65536))
+            except ValueError:
+                raise ApiError(400, f"variants/{name}: the body is not valid JSON") from None
+            return JSONResponse(await variants.put(name, spec))
+        except ApiError as e:
+            return _error(e)
 
     async def admin_events(request: Request) -> Response:
         try:
@@ -213,9 +234,10 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         yield
         for controller in rollouts.values():
             controller.close()
+        await variants.aclose()
         if store is not None and rollout_store is None:
             store.close()
-        for engine in engines.values():
+        for engine in pipeline.engines.values():
             await engine.aclose()
         events.close()
 
@@ -234,7 +256,8 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
                 Route("/admin/variants", admin_variants), Route("/admin/events", admin_events),
                 Route("/admin/canary", admin_canary, methods=["POST"]),
                 Route("/admin/rollout", admin_rollout, methods=["GET", "POST"]),
-                Route("/admin/drift", admin_drift)],
+                Route("/admin/drift", admin_drift),
+                Route("/admin/variants/{name}", admin_variant, methods=["PUT", "DELETE"])],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal},
         lifespan=lifespan,
     )

@@ -80,7 +80,7 @@ class Pipeline:
                  admin_digest: str | None = None, clock: Callable[[], float] = time.time,
                  tracer: Tracer | None = None):
         self.config = config
-        self.engines = engines
+        self.engines = dict(engines)  # mutable: the hot-swap admin API replaces entries
         self.limits = limits
         self.metrics = metrics
         self.events = events

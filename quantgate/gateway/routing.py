@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from quantgate.config import GatewayConfig, RouteConfig
 from quantgate.gateway.protocol import ApiError
@@ -64,6 +65,22 @@ class Router:
         self._canary: dict[str, tuple[str, str]] = {r.name: (r.canary.variant, r.canary.sticky)
                                                     for r in config.routes if r.canary}
         self._default: dict[str, str] = {}
+
+    @property
+    def ladder(self) -> list[str]:
+        return list(self._ladder)
+
+    def add_variant(self, name: str, price: Any, position: int | None = None) -> None:
+        """Put a new rung on the ladder at ``position`` (0 = lowest; default: the top)."""
+        ladder = [n for n in self._ladder if n != name]
+        ladder.insert(len(ladder) if position is None else max(0, min(position, len(ladder))), name)
+        self._price[name] = price.prompt_per_mtok + price.completion_per_mtok
+        self._ladder, self._rank = ladder, {n: i for i, n in enumerate(ladder)}
+
+    def remove_variant(self, name: str) -> None:
+        ladder = [n for n in self._ladder if n != name]
+        # New lists, not edits in place: a decision being made keeps a consistent view.
+        self._ladder, self._rank = ladder, {n: i for i, n in enumerate(ladder)}
 
     @property
     def models(self) -> list[str]:

@@ -94,7 +94,7 @@ class _Feature:
 class DriftMonitor:
     """Feed ``observe`` one feature mapping per request; alerts go to ``on_alert`` and ``last``."""
 
-    def __init__(self, reference_size: int = 5000, window: int = 500, check_every: int = 50, bins: int = 10,
+    def __init__(self, reference_size: int = 10_000, window: int = 500, check_every: int = 50, bins: int = 10,
                  alpha: float = 1e-4, consecutive: int = 3, seed: int = 0,
                  on_alert: Callable[[DriftAlert], None] | None = None,
                  on_check: Callable[[dict[str, dict[str, float]]], None] | None = None):
