@@ -187,7 +187,7 @@ class RouteConfig(_Model):
 
 
 GuardMetric = Literal["validation_failures", "tool_call_errors", "refusals", "escalations", "errors",
-                      "latency_p95", "latency_p99", "cost_per_success"]
+                      "latency_p95", "latency_p99", "cost_per_success", "shadow_flips"]
 
 
 class GuardConfig(_Model):
@@ -208,6 +208,15 @@ _DEFAULT_GUARDS = (
 )
 
 
+class ShadowConfig(_Model):
+    """Replay a share of canary requests on the baseline, off the request path, and compare."""
+
+    share: float = Field(0.1, gt=0, le=1)
+    queue_size: int = Field(64, ge=1)
+    workers: int = Field(2, ge=1, le=64)
+    timeout_s: float = Field(30.0, gt=0)
+
+
 class RolloutConfig(_Model):
     """A progressive rollout of ``candidate`` against ``baseline`` on one route, judged by ``guards``."""
 
@@ -223,6 +232,7 @@ class RolloutConfig(_Model):
     guards: list[GuardConfig] = list(_DEFAULT_GUARDS)
     start: bool = False  # start when the gateway starts (else: POST /admin/rollout {"action": "start"})
     sticky: Literal["user", "session", "none"] = "none"
+    shadow: ShadowConfig | None = None
 
     @model_validator(mode="after")
     def _steps_and_guards(self) -> RolloutConfig:
@@ -231,6 +241,9 @@ class RolloutConfig(_Model):
         if self.baseline == self.candidate:
             raise ValueError("baseline and candidate must differ")
         _unique("guards", [g.metric for g in self.guards], what="metric")
+        for g in self.guards:
+            if g.metric == "shadow_flips" and (g.floor is None or self.shadow is None):
+                raise ValueError("guard shadow_flips needs a floor (the tolerated flip rate) and a shadow: section")
         return self
 
 
@@ -241,7 +254,7 @@ class DriftConfig(_Model):
     reference_size: int = Field(10_000, ge=100)
     window: int = Field(500, ge=50)
     check_every: int = Field(50, ge=1)
-    alpha: float = Field(1e-4, gt=0, lt=0.5)
+    alpha: float = Field(3e-5, gt=0, lt=0.5)
 
     @model_validator(mode="after")
     def _window_fits(self) -> DriftConfig:

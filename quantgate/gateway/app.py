@@ -10,6 +10,7 @@ that do not are relayed chunk by chunk, and a failure after the first byte ends 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -24,15 +25,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from quantgate.config import GatewayConfig
-from quantgate.gateway.engines import EngineFailure, GatewayEngine, StreamPiece
+from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece
 from quantgate.gateway.hotswap import VariantManager
 from quantgate.gateway.limits import LimitStore
 from quantgate.gateway.pipeline import Answer, Pipeline, Prepared, route_headers
-from quantgate.gateway.protocol import ApiError, chunk_body, completion_body, error_body, new_id, parse_chat_request
+from quantgate.gateway.protocol import ApiError, ChatRequest, chunk_body, completion_body, error_body, new_id, parse_chat_request
 from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer, otlp_provider
 from quantgate.rollout.controller import RolloutController, RolloutError
+from quantgate.rollout.shadow import ShadowComparison, ShadowReplayer
 from quantgate.rollout.store import RolloutStore
 
 __all__ = ["create_app"]
@@ -92,8 +94,12 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     store = rollout_store if rollout_store is not None else RolloutStore(config.rollout_state) if config.rollouts else None
     rollouts = {r.route: RolloutController(r, pipeline.router, store, events=events, metrics=metrics, clock=clock)
                 for r in config.rollouts} if store is not None else {}
+    shadows: dict[str, ShadowReplayer] = {}
     for name, controller in rollouts.items():
         pipeline.observers[name] = controller.observe
+        if controller.spec.shadow is not None:
+            shadows[name] = _shadow_replayer(pipeline, controller, metrics)
+            pipeline.shadows[name] = shadows[name].offer
 
     async def chat(request: Request) -> Response:
         with tracer.span("quantgate.request", **{"http.route": "/v1/chat/completions"}):
@@ -235,6 +241,8 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         for controller in rollouts.values():
             controller.close()
         await variants.aclose()
+        for replayer in shadows.values():
+            await replayer.aclose()
         if store is not None and rollout_store is None:
             store.close()
         for engine in pipeline.engines.values():
@@ -265,7 +273,47 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     app.state.metrics = metrics
     app.state.events = events
     app.state.rollouts = rollouts
+    app.state.shadows = shadows
     return app
+
+
+def _shadow_replayer(pipeline: Pipeline, controller: RolloutController, metrics: GatewayMetrics) -> ShadowReplayer:
+    """Replays on the rollout's baseline through its admission (never queueing), with the route's checks."""
+    spec, route = controller.spec, controller.route
+    cfg = spec.shadow
+    assert cfg is not None
+    route_cfg = pipeline.router.route_by_name(route)
+    v = route_cfg.validate_
+    assertions = pipeline.route_assertions(route_cfg)
+
+    async def replay(request: ChatRequest, max_tokens: int) -> Completion | None:
+        adm = pipeline.admission.get(spec.baseline)
+        if adm is None or adm.in_flight >= adm.concurrency or adm.queued:
+            return None  # users first: no free baseline slot, no shadow call
+        await adm.acquire(-1, 0.0)
+        try:
+            c = await asyncio.wait_for(pipeline.engines[spec.baseline].complete(request, max_tokens), cfg.timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            adm.release()
+        cost = pipeline.price(spec.baseline).cost(c.prompt_tokens, c.completion_tokens, c.engine_s)
+        metrics.cost.labels(f"{route}:shadow", spec.baseline).inc(cost)
+        return c
+
+    def failed(request: ChatRequest, c: Completion) -> bool:
+        return bool(pipeline.validator.check(request, c, response_format=v.response_format,
+                                             tool_arguments=v.tool_arguments, extra=assertions))
+
+    def report(cmp: ShadowComparison) -> None:
+        result = "exact" if cmp.exact else "normalized" if cmp.normalized else "differ"
+        metrics.shadow_comparisons.labels(route, result).inc()
+        if cmp.regression_flip or cmp.improvement_flip:
+            metrics.shadow_flips.labels(route, "regression" if cmp.regression_flip else "improvement").inc()
+        controller.observe_shadow(cmp.regression_flip, cmp.normalized)
+
+    return ShadowReplayer(route, cfg.share, cfg.queue_size, cfg.workers, replay, failed, report,
+                          lambda: metrics.shadow_dropped.labels(route).inc())
 
 
 async def _relay_sse(p: Prepared, variant: str, pieces: AsyncIterator[StreamPiece],

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from quantgate.checks import CompiledAssertion
 from quantgate.checks.refusal_patterns import match_refusal
-from quantgate.config import GatewayConfig, RouteConfig, TenantConfig
+from quantgate.config import GatewayConfig, PriceConfig, RouteConfig, TenantConfig
 from quantgate.gateway.admission import Admission
 from quantgate.gateway.auth import TenantDirectory
 from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece
@@ -98,7 +98,15 @@ class Pipeline:
         self._prices = {v.name: v.price for v in config.variants}
         # Called with every finished request a canary coin decided (the rollout controllers' feed).
         self.observers: dict[str, Callable[[Outcome], None]] = {}
+        # Canary answers offered for replay on the baseline (route -> offer(request, max_tokens, answer, failed)).
+        self.shadows: dict[str, Callable[[ChatRequest, int, Completion, bool], None]] = {}
         self.drift = {r.name: self._drift_monitor(r.name) for r in config.routes} if config.drift.enabled else {}
+
+    def price(self, variant: str) -> PriceConfig:
+        return self._prices[variant]
+
+    def route_assertions(self, route: RouteConfig) -> tuple[CompiledAssertion, ...]:
+        return self._assertions[route.model]
 
     def _drift_monitor(self, route: str) -> DriftMonitor:
         d = self.config.drift
@@ -299,6 +307,7 @@ class Pipeline:
         answer: Answer | None = None
         first_content: str | None = None
         first_tools = False
+        first_completion: Completion | None = None
         tried = 0
         try:
             for i, variant in enumerate(rungs):
@@ -321,7 +330,7 @@ class Pipeline:
                 failures = self._validate(p, variant, c)
                 if i == 0:
                     first, first_content = failures, c.content if not c.tool_calls else None
-                    first_tools = bool(c.tool_calls)
+                    first_tools, first_completion = bool(c.tool_calls), c
                 self.metrics.attempts.labels(variant, "invalid" if failures else "ok").inc()
                 if failures and "validation" in on and not last:
                     self._escalated(p, variant, rungs[i + 1], "validation",
@@ -333,6 +342,9 @@ class Pipeline:
         finally:
             await self._settle(p, spent, used_tokens)
             self._observe_drift(p, answer)
+            shadow = self.shadows.get(p.route.name) if p.decision.arm == "canary" else None
+            if shadow is not None and first_completion is not None:
+                shadow(p.request, p.max_tokens, first_completion, bool(first))
             observer = self.observers.get(p.route.name) if p.decision.arm else None
             if observer is not None and first is not None:  # shed before any attempt: not the arm's doing
                 failed = first if isinstance(first, list) else []

@@ -93,6 +93,9 @@ class Router:
                            param="model", code="model_not_found")
         return route
 
+    def route_by_name(self, name: str) -> RouteConfig:
+        return next(r for r in self._routes.values() if r.name == name)
+
     def canary_weight(self, route: str) -> float | None:
         return self._weights.get(route)
 

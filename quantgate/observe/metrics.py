@@ -54,6 +54,12 @@ class GatewayMetrics:
                                          registry=r)
         self.rollout_evidence = Gauge(p + "rollout_evidence", "Judge evidence per guard metric (e-values, ratio)",
                                       ["route", "metric", "kind"], registry=r)
+        self.shadow_comparisons = Counter(p + "shadow_comparisons", "Canary answers replayed on the baseline, by agreement",
+                                          ["route", "result"], registry=r)
+        self.shadow_flips = Counter(p + "shadow_flips", "Shadow comparisons where one side failed a check the other passed",
+                                    ["route", "direction"], registry=r)
+        self.shadow_dropped = Counter(p + "shadow_dropped", "Shadow replays dropped because the queue was full",
+                                      ["route"], registry=r)
         self.drift_statistic = Gauge(p + "drift_statistic", "Latest drift statistic of a request feature against the reference",
                                      ["route", "feature", "statistic"], registry=r)
         self.drift_alerts = Counter(p + "drift_alerts", "Drift alerts, by route and feature", ["route", "feature"],

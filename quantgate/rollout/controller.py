@@ -124,6 +124,14 @@ class RolloutController:
             self._last_snapshot = self.clock()
             self.store.save(self.route, self._snapshot())
 
+    def observe_shadow(self, regression_flip: bool, agreed: bool) -> None:
+        """One shadow comparison of a canary answer with the baseline's."""
+        if self.state not in _ACTIVE:
+            return
+        self.judge.observe_shadow(regression_flip, agreed)
+        if regression_flip:
+            self.evaluate()
+
     def evaluate(self) -> Verdict:
         v = self.judge.verdict()
         self.last_verdict = v

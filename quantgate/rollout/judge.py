@@ -209,6 +209,50 @@ class _CostGuard:
             self.seq[k].load(v)
 
 
+class _ShadowGuard:
+    """Regression flips per shadowed canary request (``shadow``), tested against ``floor``, the tolerated rate."""
+
+    _UP = (1.5, 2.0, 3.0, 5.0)  # alternatives above the floor, mixed with equal weight
+
+    def __init__(self, g: GuardConfig, alpha: float):
+        self.g, self.alpha = g, alpha
+        self.below = BelowFloor(g.floor or 0.01)
+        self.n = self.flips = self.agree = 0
+
+    def observe(self, o: Outcome) -> None:
+        return  # fed by the shadow replayer, after the fact
+
+    def observe_shadow(self, flip: bool, agreed: bool) -> None:
+        self.n += 1
+        self.flips += int(flip)
+        self.agree += int(agreed)
+        self.below.observe(flip)
+
+    def _log_e_above(self) -> float:
+        f = self.below.floor
+        terms = [self.flips * math.log(min(k * f, 0.999) / f) + (self.n - self.flips) * (math.log1p(-min(k * f, 0.999)) - math.log1p(-f))
+                 for k in self._UP]
+        m = max(terms)
+        return m + math.log(sum(math.exp(t - m) for t in terms) / len(terms))
+
+    def check(self) -> _Check:
+        log_t = math.log(1 / self.alpha)
+        up, down = self._log_e_above(), self.below.log_e()
+        rollback = f"shadow_flips: regression flips above {self.below.floor:g} per shadowed request " \
+                   f"(e={_e(up):.3g} >= {1 / self.alpha:.3g})" if up >= log_t else None
+        ev = {"floor": self.below.floor, "shadowed": self.n, "regression_flips": self.flips,
+              "normalized_agreement": self.agree / self.n if self.n else None,
+              "e_worse": _e(up), "e_within": _e(down), "threshold": 1 / self.alpha, "alpha": self.alpha}
+        return _Check(rollback, down >= log_t, ev)
+
+    def state(self) -> dict[str, Any]:
+        return {"n": self.n, "flips": self.flips, "agree": self.agree}
+
+    def load(self, s: dict[str, Any]) -> None:
+        self.n, self.flips, self.agree = s["n"], s["flips"], s["agree"]
+        self.below.n, self.below.bad = self.n, self.flips
+
+
 def _rate_reader(attr: str) -> Any:
     def read(o: Outcome) -> bool | None:
         value = getattr(o, attr)
@@ -230,6 +274,8 @@ class Judge:
             elif g.metric in ("latency_p95", "latency_p99"):
                 q = 0.95 if g.metric == "latency_p95" else 0.99
                 self.guards[g.metric] = _LatencyGuard(g, alpha, q, spec.latency_calibration)
+            elif g.metric == "shadow_flips":
+                self.guards[g.metric] = _ShadowGuard(g, alpha)
             else:
                 self.guards[g.metric] = _CostGuard(g, alpha)
         self.split = SplitEvidence()
@@ -240,6 +286,11 @@ class Judge:
         self.split.observe(o.canary, o.weight)
         for guard in self.guards.values():
             guard.observe(o)
+
+    def observe_shadow(self, regression_flip: bool, agreed: bool) -> None:
+        guard = self.guards.get("shadow_flips")
+        if guard is not None:
+            guard.observe_shadow(regression_flip, agreed)
 
     def verdict(self) -> Verdict:
         checks = {name: g.check() for name, g in self.guards.items()}

@@ -141,3 +141,20 @@ def test_drift_in_prompt_length_is_reported(rig_factory: Callable[..., Rig], tmp
         time.sleep(0.05)
     else:
         raise AssertionError("no drift event was logged")
+
+
+def test_shadow_replays_flag_json_breakage_and_roll_back(rig_factory: Callable[..., Rig], tmp_path: Path) -> None:
+    # 16 slots per variant: the 8 driver threads leave the baseline room for shadow calls
+    rig = rig_factory(variant={"max_concurrency": 16}, **_rollout(tmp_path, shadow={"share": 1.0, "queue_size": 256},
+                                 guards=[{"metric": "shadow_flips", "floor": 0.05}]))
+    rng = random.Random(2)
+    rig.replies["int8"] = lambda body: Reply(body=completion('{"city": "Oslo", "days":' if rng.random() < 0.3 else GOOD))
+    rig.replies["bf16"] = lambda body: Reply(body=completion(GOOD))
+    _drive(rig, 1500, lambda: _rollout_state(rig)["state"] != "running")
+    state = _rollout_state(rig)
+    assert state["state"] == "rolled_back" and "shadow_flips" in state["last_decision"]["reason"], state
+    ev = state["decisions"][0]["evidence"]["shadow_flips"]
+    assert ev["regression_flips"] > 0 and ev["shadowed"] >= ev["regression_flips"]
+    metrics = httpx.get(rig.url + "/metrics").text
+    assert 'quantgate_shadow_flips_total{direction="regression",route="assistant"}' in metrics
+    assert 'quantgate_shadow_comparisons_total{result="exact",route="assistant"}' in metrics
