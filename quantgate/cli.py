@@ -300,8 +300,9 @@ def demo(
     golden: Annotated[Optional[Path], typer.Option(help="Golden set; default: the reference model's.")] = None,
     cases: Annotated[int, typer.Option(min=0, help="Gate on an even spread of this many cases (0: all).")] = 100,
     serve_requests: Annotated[int, typer.Option(min=0, help="Requests sent through the gateway (0: skip serving).")] = 24,
+    rollouts: Annotated[bool, typer.Option(help="Roll out an 8-bit and the lowest-bit variant against fp32.")] = True,
 ) -> None:
-    """Quantize the reference model into variants, compare their answers, and gate each against fp32."""
+    """Quantize the reference model into variants, compare their answers, gate each against fp32, serve and roll out."""
     from quantgate.quantize.schemes import get_scheme
 
     names = [s.strip() for s in schemes.split(",") if s.strip()]
@@ -311,7 +312,7 @@ def demo(
     from quantgate.demo import run_demo
 
     run_demo(out, names, _console(), model_dir=model, golden_path=golden, max_cases=cases or None,
-             serve_requests=serve_requests)
+             serve_requests=serve_requests, rollouts=rollouts)
 
 
 @app.command()

@@ -89,7 +89,7 @@ def _answers(path: Path, shown: list[Any], config: EvalConfig) -> tuple[dict[str
 
 def run_demo(out: Path, schemes: list[str], console: Console,
              model_dir: Path | None = None, golden_path: Path | None = None,
-             max_cases: int | None = None, serve_requests: int = 24) -> list[VariantResult]:
+             max_cases: int | None = None, serve_requests: int = 24, rollouts: bool = True) -> list[VariantResult]:
     """Quantize, answer, gate; print everything; return the per-variant results."""
     source = model_dir or reference_weights_dir()
     golden_file = golden_path or reference_golden_path()
@@ -137,6 +137,15 @@ def run_demo(out: Path, schemes: list[str], console: Console,
         rungs = sorted(((r.name, paths[r.name], round(r.weight_mb / 100, 4)) for r in results),
                        key=lambda rung: (bits[rung[0]], rung[2]))
         run_gateway_demo(rungs, golden_file, console, requests=serve_requests)
+    if rollouts:
+        from quantgate.demo_rollout import run_rollout_demo
+        from quantgate.quantize.schemes import get_scheme
+
+        # A good canary (8-bit weights) and the most aggressive scheme quantized, each against fp32.
+        good = [s for s in schemes if get_scheme(s).weight_bits == 8][:1]
+        bad = sorted((s for s in schemes if get_scheme(s).weight_bits <= 3), key=lambda s: get_scheme(s).weight_bits)[:1]
+        for scheme in good + bad:
+            run_rollout_demo(("fp32", source), (scheme, out / scheme), golden_file, console)
     return results
 
 
