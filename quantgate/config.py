@@ -233,6 +233,7 @@ class RolloutConfig(_Model):
     start: bool = False  # start when the gateway starts (else: POST /admin/rollout {"action": "start"})
     sticky: Literal["user", "session", "none"] = "none"
     shadow: ShadowConfig | None = None
+    prompt_buckets: list[int] = [256, 1024]  # prompt-token bounds of the slices rate guards also report
 
     @model_validator(mode="after")
     def _steps_and_guards(self) -> RolloutConfig:
@@ -240,6 +241,8 @@ class RolloutConfig(_Model):
             raise ValueError("steps must be increasing canary weights in (0, 1]")
         if self.baseline == self.candidate:
             raise ValueError("baseline and candidate must differ")
+        if self.prompt_buckets != sorted(set(self.prompt_buckets)) or any(b <= 0 for b in self.prompt_buckets):
+            raise ValueError("prompt_buckets must be increasing positive token counts")
         _unique("guards", [g.metric for g in self.guards], what="metric")
         for g in self.guards:
             if g.metric == "shadow_flips" and (g.floor is None or self.shadow is None):

@@ -355,7 +355,7 @@ class Pipeline:
                     refused=bool(first_content and match_refusal(first_content)),
                     escalated=tried > 1,
                     latency_s=time.perf_counter() - p.started, cost=spent,
-                    success=answer is not None and not answer.failures))
+                    success=answer is not None and not answer.failures, prompt_tokens=p.prompt_tokens))
 
     def _validate(self, p: Prepared, variant: str, c: Completion) -> list[Failure]:
         v = p.route.validate_

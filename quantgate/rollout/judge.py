@@ -47,6 +47,7 @@ class Outcome:
     latency_s: float | None = None
     cost: float = 0.0
     success: bool = True
+    prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,14 @@ class _Check:
     rollback: str | None  # why, if this guard demands a rollback
     passed: bool          # shown to be within margin
     evidence: dict[str, Any]
+    blocked: str | None = None  # a slice regressed: no promotion, though no rollback either
+
+
+def _bucket_labels(bounds: tuple[int, ...]) -> list[str]:
+    if not bounds:
+        return []
+    edges = [0, *bounds]
+    return [f"<{bounds[0]}"] + [f"{lo}-{hi - 1}" for lo, hi in zip(edges[1:], bounds[1:])] + [f">={bounds[-1]}"]
 
 
 def _e(log_e: float) -> float:
@@ -70,22 +79,36 @@ def _e(log_e: float) -> float:
 class _RateGuard:
     """Bad events per request on each arm, judged by their rate ratio (and a floor for the canary)."""
 
-    def __init__(self, g: GuardConfig, alpha: float, is_bad: Any):
+    def __init__(self, g: GuardConfig, alpha: float, is_bad: Any, buckets: tuple[int, ...] = ()):
         self.g, self.alpha, self.is_bad = g, alpha, is_bad
         self.ratio = RatioEvidence(g.margin)
         self.canary_floor = BelowFloor(g.floor) if g.floor else None
         self.baseline_floor = BelowFloor(g.floor) if g.floor and g.both_directions else None
         self.counts = {"baseline": [0, 0], "canary": [0, 0]}  # [requests, bad]
+        # Slices by prompt length: a regression that lives only in long prompts shows (and blocks promotion)
+        # even while the overall ratio is diluted by short ones.
+        self.buckets = buckets
+        self.labels = _bucket_labels(buckets)
+        self.slices = {label: RatioEvidence(g.margin) for label in self.labels} if buckets else {}
+        self.slice_counts = {label: {"baseline": [0, 0], "canary": [0, 0]} for label in self.slices}
 
     def observe(self, o: Outcome) -> None:
         bad = self.is_bad(o)
         if bad is None:
             return
-        arm = self.counts["canary" if o.canary else "baseline"]
+        side = "canary" if o.canary else "baseline"
+        arm = self.counts[side]
         arm[0] += 1
         arm[1] += int(bad)
+        label = None
+        if self.slices and o.prompt_tokens is not None:
+            label = self.labels[sum(o.prompt_tokens >= b for b in self.buckets)]
+            self.slice_counts[label][side][0] += 1
+            self.slice_counts[label][side][1] += int(bad)
         if bad:
             self.ratio.observe(o.canary, o.weight)
+            if label is not None:
+                self.slices[label].observe(o.canary, o.weight)
         floor = self.canary_floor if o.canary else self.baseline_floor
         if floor is not None:
             floor.observe(bad)
@@ -113,10 +136,20 @@ class _RateGuard:
         ev |= {"margin": g.margin, "floor": g.floor, "ratio": self.ratio.estimate(), "lower": lower,
                "upper": upper if math.isfinite(upper) else None, "alpha": self.alpha,
                "baseline": list(self.counts["baseline"]), "canary": list(self.counts["canary"])}
-        return _Check(rollback, passed, ev)
+        blocked = None
+        if self.slices:
+            by_length = {}
+            for label, ratio in self.slices.items():
+                e_up = ratio.log_e_above(g.margin)
+                by_length[label] = {"ratio": ratio.estimate(), "e_worse": _e(e_up), **self.slice_counts[label]}
+                if e_up >= log_t and blocked is None:
+                    blocked = f"{g.metric} worse in prompts of {label} tokens (e={_e(e_up):.3g})"
+            ev["by_prompt_length"] = by_length
+        return _Check(rollback, passed and blocked is None, ev, blocked)
 
     def state(self) -> dict[str, Any]:
-        s: dict[str, Any] = {"ratio": self.ratio.state(), "counts": self.counts}
+        s: dict[str, Any] = {"ratio": self.ratio.state(), "counts": self.counts,
+                             "slices": {k: v.state() for k, v in self.slices.items()}, "slice_counts": self.slice_counts}
         for name in ("canary_floor", "baseline_floor"):
             f = getattr(self, name)
             if f is not None:
@@ -126,6 +159,10 @@ class _RateGuard:
     def load(self, s: dict[str, Any]) -> None:
         self.ratio.load(s["ratio"])
         self.counts = {k: list(v) for k, v in s["counts"].items()}
+        for label, state in s.get("slices", {}).items():
+            if label in self.slices:
+                self.slices[label].load(state)
+                self.slice_counts[label] = {k: list(v) for k, v in s["slice_counts"][label].items()}
         for name in ("canary_floor", "baseline_floor"):
             f = getattr(self, name)
             if f is not None and name in s:
@@ -270,7 +307,8 @@ class Judge:
         for g in spec.guards:
             alpha = spec.alpha * g.weight / total
             if g.metric in _RATE_FIELDS:
-                self.guards[g.metric] = _RateGuard(g, alpha, _rate_reader(_RATE_FIELDS[g.metric]))
+                self.guards[g.metric] = _RateGuard(g, alpha, _rate_reader(_RATE_FIELDS[g.metric]),
+                                                   tuple(spec.prompt_buckets))
             elif g.metric in ("latency_p95", "latency_p99"):
                 q = 0.95 if g.metric == "latency_p95" else 0.99
                 self.guards[g.metric] = _LatencyGuard(g, alpha, q, spec.latency_calibration)
@@ -306,6 +344,9 @@ class Judge:
         bad = [c.rollback for c in checks.values() if c.rollback]
         if bad:
             return Verdict("rollback", "; ".join(bad), evidence)
+        blocked = [c.blocked for c in checks.values() if c.blocked]
+        if blocked:
+            return Verdict("hold", "; ".join(blocked), evidence)
         waiting = [name for name, c in checks.items() if not c.passed]
         if waiting:
             return Verdict("hold", "not yet shown within margin: " + ", ".join(waiting), evidence)

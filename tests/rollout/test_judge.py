@@ -115,3 +115,20 @@ def test_state_round_trip_keeps_the_verdict() -> None:
     again = Judge(spec)
     again.load(judge.state())
     assert rounded(again.verdict()) == rounded(judge.verdict())
+
+
+def test_a_regression_only_in_long_prompts_shows_and_blocks_promotion() -> None:
+    judge = Judge(_spec(GuardConfig(metric="validation_failures", margin=1.5, floor=0.2), prompt_buckets=[256, 1024]))
+    rng = random.Random(9)
+    for _ in range(30000):
+        canary = rng.random() < 0.5
+        long_prompt = rng.random() < 0.1
+        p = 0.3 if canary and long_prompt else 0.05
+        judge.observe(Outcome(canary=canary, weight=0.5, validation_failed=rng.random() < p,
+                              prompt_tokens=2000 if long_prompt else 100))
+    v = judge.verdict()
+    slices = v.evidence["validation_failures"]["by_prompt_length"]
+    assert set(slices) == {"<256", "256-1023", ">=1024"}
+    assert slices[">=1024"]["ratio"] > 3 and slices["<256"]["ratio"] < 1.5
+    # overall: 7.5% vs 5% is at the margin and under the 20% floor, so without slices this would promote
+    assert v.action == "hold" and ">=1024" in v.reason, v.reason
