@@ -121,7 +121,8 @@ class Pipeline:
                 for stat, value in stats.items():
                     self.metrics.drift_statistic.labels(route, feature, stat).set(value)
 
-        return DriftMonitor(d.reference_size, d.window, d.check_every, alpha=d.alpha, on_alert=alert, on_check=checked)
+        return DriftMonitor(d.reference_size, d.window, d.check_every, alpha=d.alpha, on_alert=alert, on_check=checked,
+                            background=True)
 
     def _observe_drift(self, p: Prepared, answer: Answer | None) -> None:
         monitor = self.drift.get(p.route.name)

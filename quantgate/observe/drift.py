@@ -20,6 +20,7 @@ distribution that is cheap to simulate.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,7 +100,8 @@ class DriftMonitor:
     def __init__(self, reference_size: int = 10_000, window: int = 500, check_every: int = 50, bins: int = 10,
                  alpha: float = 3e-5, consecutive: int = 3, seed: int = 0,
                  on_alert: Callable[[DriftAlert], None] | None = None,
-                 on_check: Callable[[dict[str, dict[str, float]]], None] | None = None):
+                 on_check: Callable[[dict[str, dict[str, float]]], None] | None = None,
+                 background: bool = False):
         if window > reference_size:
             raise ValueError("the window must not be larger than the reference")
         self.reference_size, self.window, self.check_every = reference_size, window, check_every
@@ -114,6 +116,11 @@ class DriftMonitor:
         self.drifting: set[str] = set()
         self._over: dict[str, int] = {}
         self.alerts: list[DriftAlert] = []
+        # Calibration simulates hundreds of thousands of windows (about a second of CPU): a gateway
+        # runs it on a thread so its event loop keeps serving; checks start when it is done.
+        self.background = background
+        self._collecting = True
+        self._thread: threading.Thread | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -121,32 +128,48 @@ class DriftMonitor:
 
     def observe(self, values: Mapping[str, float | None]) -> list[DriftAlert]:
         self.requests += 1
-        target = self._reference if not self.calibrated else None
         for name in FEATURES:
             v = values.get(name)
             if v is None:
                 continue
-            if target is not None:
-                target[name].append(float(v))
+            if self._collecting:
+                self._reference[name].append(float(v))
             else:
                 self._recent[name].append(float(v))
-        if not self.calibrated:
+        if self._collecting:
             if self.requests >= self.reference_size:
-                self._calibrate()
+                self._start_calibration()
             return []
-        if (self.requests - self.reference_size) % self.check_every:
+        if not self.calibrated or (self.requests - self.reference_size) % self.check_every:
             return []
         return self.check()
 
-    def _calibrate(self) -> None:
-        for name, values in self._reference.items():
-            # a feature no request carried (retrieval depth without metadata) is not monitored
-            if len(values) >= self.window and np.ptp(values) > 0:
-                self.features[name] = _Feature(name, np.array(values), self.bins, self.window,
-                                               self.alpha / len(STATISTICS), self._rng)
+    def _start_calibration(self) -> None:
+        reference, self._reference = self._reference, {f: [] for f in FEATURES}
+        for name, values in reference.items():
             # the window starts full, with the reference's tail, so every check compares full windows
             self._recent[name].extend(values[-self.window :])
-        self._reference = {f: [] for f in FEATURES}
+        self._collecting = False
+        if self.background:
+            self._thread = threading.Thread(target=self._calibrate, args=(reference,), name="drift-calibration",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            self._calibrate(reference)
+
+    def _calibrate(self, reference: dict[str, list[float]]) -> None:
+        features = {}
+        for name, values in reference.items():
+            # a feature no request carried (retrieval depth without metadata) is not monitored
+            if len(values) >= self.window and np.ptp(values) > 0:
+                features[name] = _Feature(name, np.array(values), self.bins, self.window,
+                                          self.alpha / len(STATISTICS), self._rng)
+        self.features = features  # one assignment: the request path sees none or all of them
+
+    def wait_calibrated(self, timeout_s: float = 30.0) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.calibrated
 
     def check(self) -> list[DriftAlert]:
         fired = []
@@ -176,7 +199,7 @@ class DriftMonitor:
         return {n: {s: float(t) for s, t in zip(STATISTICS, f.thresholds)} for n, f in self.features.items()}
 
     def describe(self) -> dict[str, object]:
-        return {"requests": self.requests, "calibrated": self.calibrated, "reference_size": self.reference_size,
+        return {"requests": self.requests, "calibrated": self.calibrated, "collecting_reference": self._collecting, "reference_size": self.reference_size,
                 "window": self.window, "thresholds": self.thresholds(), "last": self.last,
                 "drifting": sorted(self.drifting),
                 "alerts": [a.__dict__ for a in self.alerts[-20:]]}
