@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.drift_runs:
         rows += drift(a.drift_runs, a.seed)
     if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 

@@ -35,6 +35,7 @@ from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer, otlp_provider
 from quantgate.rollout.controller import RolloutController, RolloutError
 from quantgate.rollout.shadow import ShadowComparison, ShadowReplayer
+from quantgate.rollout.shared import LeaseLost, RedisRolloutStore, ReplicaSync
 from quantgate.rollout.store import RolloutStore
 
 __all__ = ["create_app"]
@@ -91,12 +92,16 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
 
         engine_factory = build_engine
     variants = VariantManager(config, pipeline, engine_factory)
-    store = rollout_store if rollout_store is not None else RolloutStore(config.rollout_state) if config.rollouts else None
-    rollouts = {r.route: RolloutController(r, pipeline.router, store, events=events, metrics=metrics, clock=clock)
+    shared = config.state.backend == "redis" and rollout_store is None and bool(config.rollouts)
+    store: Any = rollout_store if rollout_store is not None else _redis_store(config) if shared \
+        else RolloutStore(config.rollout_state) if config.rollouts else None
+    rollouts = {r.route: RolloutController(r, pipeline.router, store, events=events, metrics=metrics, clock=clock,
+                                           autostart=not shared)
                 for r in config.rollouts} if store is not None else {}
+    syncs = {name: ReplicaSync(c, store) for name, c in rollouts.items()} if shared else {}
     shadows: dict[str, ShadowReplayer] = {}
     for name, controller in rollouts.items():
-        pipeline.observers[name] = controller.observe
+        pipeline.observers[name] = syncs[name].observe if shared else controller.observe
         if controller.spec.shadow is not None:
             shadows[name] = _shadow_replayer(pipeline, controller, metrics)
             pipeline.shadows[name] = shadows[name].offer
@@ -226,6 +231,10 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
             return _error(e)
         except RolloutError as e:
             return _error(ApiError(409, str(e), code="rollout_state"))
+        except LeaseLost:
+            return _error(ApiError(409, "another gateway replica decides for this rollout; send the action to it "
+                                        "(or retry: the lease moves within seconds when its holder stops)",
+                                   code="not_leader"))
         return JSONResponse(controller.describe())
 
     async def admin_drift(request: Request) -> Response:
@@ -237,10 +246,14 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for sync in syncs.values():
+            sync.start()
         yield
         for controller in rollouts.values():
             controller.close()
         await variants.aclose()
+        for sync in syncs.values():
+            await sync.aclose()
         for replayer in shadows.values():
             await replayer.aclose()
         if store is not None and rollout_store is None:
@@ -274,7 +287,14 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     app.state.events = events
     app.state.rollouts = rollouts
     app.state.shadows = shadows
+    app.state.replica_syncs = syncs
     return app
+
+
+def _redis_store(config: GatewayConfig) -> RedisRolloutStore:
+    import redis
+
+    return RedisRolloutStore(redis.Redis.from_url(config.state.redis_url), config.state.prefix)
 
 
 def _shadow_replayer(pipeline: Pipeline, controller: RolloutController, metrics: GatewayMetrics) -> ShadowReplayer:

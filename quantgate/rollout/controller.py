@@ -41,7 +41,7 @@ class RolloutError(QuantgateError):
 class RolloutController:
     def __init__(self, spec: RolloutConfig, router: Router, store: RolloutStore, *, events: EventLog | None = None,
                  metrics: GatewayMetrics | None = None, clock: Callable[[], float] = time.time,
-                 check_every: int = 20, snapshot_s: float = 2.0):
+                 check_every: int = 20, snapshot_s: float = 2.0, autostart: bool = True):
         self.spec, self.router, self.store = spec, router, store
         self.events, self.metrics, self.clock = events, metrics, clock
         self.check_every, self.snapshot_s = check_every, snapshot_s
@@ -54,7 +54,7 @@ class RolloutController:
         self.last_decision: dict[str, Any] | None = None
         self._since_check = 0
         self._last_snapshot = 0.0
-        self._restore()
+        self._restore(autostart)
 
     # ------------------------------------------------------------------ state
     @property
@@ -70,18 +70,27 @@ class RolloutController:
                 "step_canary_start": self.step_canary_start, "judge": self.judge.state(),
                 "last_decision": self.last_decision, "candidate": self.spec.candidate, "baseline": self.spec.baseline}
 
-    def _restore(self) -> None:
+    def _restore(self, autostart: bool) -> None:
+        if not self.reload() and autostart and self.spec.start:
+            self.start("configured to start with the gateway")
+
+    def reload(self) -> bool:
+        """Take the stored state (after a restart, or another replica's decision); False if none applies."""
         saved = self.store.load(self.route)
         if saved is None or saved.get("candidate") != self.spec.candidate or saved.get("baseline") != self.spec.baseline:
             self._apply()
-            if self.spec.start:
-                self.start("configured to start with the gateway")
-            return
+            return False
         self.state, self.step = saved["state"], saved["step"]
         self.step_started, self.step_canary_start = saved["step_started"], saved["step_canary_start"]
         self.last_decision = saved.get("last_decision")
+        self.judge = Judge(self.spec)
         self.judge.load(saved["judge"])
         self._apply()
+        return True
+
+    def persist(self) -> None:
+        self._last_snapshot = self.clock()
+        self.store.save(self.route, self._snapshot())
 
     def _apply(self) -> None:
         """Make the router match the state: canary weight, and the default once completed."""
@@ -94,13 +103,19 @@ class RolloutController:
 
     def _decide(self, action: str, reason: str, new_state: State, new_step: int, evidence: dict[str, Any]) -> None:
         before = self.weight
+        kept = (self.state, self.step, self.step_started, self.step_canary_start, self.last_decision)
         self.state, self.step = new_state, new_step
         if new_state == "running" and action != "resume":
             self.step_started, self.step_canary_start = self.clock(), self.judge.requests["canary"]
         after = self.weight
         self.last_decision = {"action": action, "reason": reason, "from_weight": before, "to_weight": after,
                               "step": self.step, "state": self.state, "at": self.clock()}
-        self.store.decide(self.route, action, before, after, reason, evidence, self._snapshot())
+        try:
+            self.store.decide(self.route, action, before, after, reason, evidence, self._snapshot())
+        except self.store.errors:
+            # not stored, not made: the state stays as it was (a replica without the lease, a failed write)
+            (self.state, self.step, self.step_started, self.step_canary_start, self.last_decision) = kept
+            raise
         self._last_snapshot = self.clock()
         self._apply()
         if self.metrics is not None:

@@ -30,6 +30,8 @@ CREATE INDEX IF NOT EXISTS rollout_decisions_route ON rollout_decisions (route, 
 
 
 class RolloutStore:
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)  # what a failed write raises
+
     def __init__(self, path: str | Path | None):
         self.path = None if path is None else Path(path)
         if self.path is not None:
