@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from quantgate.config import GatewayConfig
-from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece
+from quantgate.errors import QuantgateError
+from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, LocalBatchingEngine, StreamPiece
 from quantgate.gateway.hotswap import VariantManager
 from quantgate.gateway.limits import LimitStore
 from quantgate.gateway.pipeline import Answer, Pipeline, Prepared, route_headers
@@ -34,7 +35,7 @@ from quantgate.observe.events import EventLog
 from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer, otlp_provider
 from quantgate.rollout.controller import RolloutController, RolloutError
-from quantgate.rollout.shadow import ShadowComparison, ShadowReplayer
+from quantgate.rollout.shadow import ShadowComparison, ShadowReplayer, token_divergence
 from quantgate.rollout.shared import LeaseLost, RedisRolloutStore, ReplicaSync
 from quantgate.rollout.store import RolloutStore
 
@@ -325,15 +326,29 @@ def _shadow_replayer(pipeline: Pipeline, controller: RolloutController, metrics:
         return bool(pipeline.validator.check(request, c, response_format=v.response_format,
                                              tool_arguments=v.tool_arguments, extra=assertions))
 
+    async def divergence(request: ChatRequest, answer: Completion) -> tuple[float, float] | None:
+        cand, base = pipeline.engines.get(spec.candidate), pipeline.engines.get(spec.baseline)
+        if not isinstance(cand, LocalBatchingEngine) or not isinstance(base, LocalBatchingEngine) \
+                or cand.vocab_size != base.vocab_size or not answer.content:
+            return None  # token-level comparison needs both models here, on one vocabulary
+        try:
+            return token_divergence(await cand.logprobs(request, answer.content),
+                                    await base.logprobs(request, answer.content))
+        except (EngineFailure, RuntimeError, ValueError, QuantgateError):
+            return None
+
     def report(cmp: ShadowComparison) -> None:
         result = "exact" if cmp.exact else "normalized" if cmp.normalized else "differ"
         metrics.shadow_comparisons.labels(route, result).inc()
+        if cmp.token_kl is not None and cmp.token_top1 is not None:
+            metrics.shadow_token_kl.labels(route).observe(cmp.token_kl)
+            metrics.shadow_token_top1.labels(route).observe(cmp.token_top1)
         if cmp.regression_flip or cmp.improvement_flip:
             metrics.shadow_flips.labels(route, "regression" if cmp.regression_flip else "improvement").inc()
         controller.observe_shadow(cmp.regression_flip, cmp.normalized)
 
     return ShadowReplayer(route, cfg.share, cfg.queue_size, cfg.workers, replay, failed, report,
-                          lambda: metrics.shadow_dropped.labels(route).inc())
+                          lambda: metrics.shadow_dropped.labels(route).inc(), divergence=divergence)
 
 
 async def _relay_sse(p: Prepared, variant: str, pieces: AsyncIterator[StreamPiece],

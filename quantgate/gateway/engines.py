@@ -217,6 +217,7 @@ class _Job:
     future: asyncio.Future[Any] | None = None
     deltas: asyncio.Queue[Any] | None = None
     submitted: float = field(default_factory=time.perf_counter)
+    continuation: str | None = None  # set: a scoring job (teacher-forced log-probabilities of this text)
 
 
 class LocalBatchingEngine:
@@ -264,6 +265,21 @@ class LocalBatchingEngine:
                 return
             yield StreamPiece(content=item.text)
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self._engine.model.config.vocab_size)
+
+    async def logprobs(self, request: ChatRequest, continuation: str) -> Any:
+        """Per-token log-probability rows (tokens x vocab, fp32) of ``continuation`` after ``request``'s prompt.
+
+        Runs on the worker thread like generation (one model, one thread), between batches.
+        """
+        loop = asyncio.get_running_loop()
+        job = _Job(self._engine.render(_messages(request), _tools(request)), None, loop,
+                   future=loop.create_future(), continuation=continuation)
+        self._jobs.put(job)
+        return await job.future  # type: ignore[misc]
+
     async def aclose(self) -> None:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join, 30)
@@ -277,6 +293,9 @@ class LocalBatchingEngine:
             if job.deltas is not None:
                 self._run_stream(job)
                 continue
+            if job.continuation is not None:
+                self._run_score(job)
+                continue
             batch = [job]
             deadline = time.perf_counter() + self._wait
             while len(batch) < self._max_batch:
@@ -284,7 +303,7 @@ class LocalBatchingEngine:
                     nxt = self._jobs.get(timeout=max(0.0, deadline - time.perf_counter()))
                 except queue.Empty:
                     break
-                if nxt is None or nxt.deltas is not None:
+                if nxt is None or nxt.deltas is not None or nxt.continuation is not None:
                     self._jobs.put(nxt)  # handled after this batch
                     break
                 batch.append(nxt)
@@ -297,6 +316,14 @@ class LocalBatchingEngine:
                 continue
             for j, g in zip(batch, gens):
                 j.loop.call_soon_threadsafe(_resolve, j.future, g)
+
+    def _run_score(self, job: _Job) -> None:
+        try:
+            _, matrices = self._engine.score_batch([(job.prompt, job.continuation)], return_logprobs=True)
+        except (RuntimeError, ValueError, QuantgateError) as e:
+            job.loop.call_soon_threadsafe(_fail, job.future, e)
+            return
+        job.loop.call_soon_threadsafe(_resolve, job.future, matrices[0])
 
     def _run_stream(self, job: _Job) -> None:
         put = job.deltas.put_nowait  # type: ignore[union-attr]

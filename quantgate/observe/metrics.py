@@ -58,6 +58,10 @@ class GatewayMetrics:
                                           ["route", "result"], registry=r)
         self.shadow_flips = Counter(p + "shadow_flips", "Shadow comparisons where one side failed a check the other passed",
                                     ["route", "direction"], registry=r)
+        self.shadow_token_kl = Histogram(p + "shadow_token_kl", "Mean per-token KL(canary || baseline) of shadowed answers",
+                                         ["route"], buckets=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3), registry=r)
+        self.shadow_token_top1 = Histogram(p + "shadow_token_top1", "Top-1 token agreement of shadowed answers",
+                                           ["route"], buckets=(0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0), registry=r)
         self.shadow_dropped = Counter(p + "shadow_dropped", "Shadow replays dropped because the queue was full",
                                       ["route"], registry=r)
         self.drift_statistic = Gauge(p + "drift_statistic", "Latest drift statistic of a request feature against the reference",

@@ -14,13 +14,15 @@ compare the two:
 
 Results go to metrics and to the rollout's judge as the ``shadow_flips`` guard (regression flips
 per shadowed request, tested against a tolerated rate). Trade-off: each shadowed request costs a
-baseline call, so ``share`` is a budget; comparisons are of final texts, not token distributions
-(token-level divergence needs both variants local and is not wired here yet).
+baseline call, so ``share`` is a budget; where both variants are local engines of one vocabulary, the canary's
+answer is also scored under both models (teacher forcing) for the mean per-token KL divergence and
+top-1 agreement, two more forward passes per shadowed request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import re
@@ -31,7 +33,7 @@ from typing import Any
 from quantgate.gateway.engines import Completion, EngineFailure
 from quantgate.gateway.protocol import ChatRequest
 
-__all__ = ["ShadowComparison", "ShadowReplayer", "agreement"]
+__all__ = ["ShadowComparison", "ShadowReplayer", "agreement", "token_divergence"]
 
 _SPACE = re.compile(r"\s+")
 
@@ -42,6 +44,18 @@ class ShadowComparison:
     normalized: bool
     regression_flip: bool   # canary failed a check the baseline passed
     improvement_flip: bool  # baseline failed a check the canary passed
+    token_kl: float | None = None    # mean KL(canary || baseline) per token of the canary's answer (both local)
+    token_top1: float | None = None  # share of those positions where both models' most likely token agree
+
+
+def token_divergence(canary_logprobs: Any, baseline_logprobs: Any) -> tuple[float, float]:
+    """Mean per-token KL(canary || baseline) and top-1 agreement from two (tokens x vocab) log-prob matrices."""
+    import torch
+
+    p, q = canary_logprobs.float(), baseline_logprobs.float()
+    kl = (p.exp() * (p - q)).sum(-1).clamp(min=0).mean()
+    top1 = (p.argmax(-1) == q.argmax(-1)).float().mean()
+    return float(kl), float(top1) if torch.isfinite(top1) else 0.0
 
 
 def _canonical_text(text: str | None) -> str:
@@ -88,9 +102,11 @@ class ShadowReplayer:
     def __init__(self, route: str, share: float, queue_size: int, workers: int,
                  replay: Callable[[ChatRequest, int], Any], check: Callable[[ChatRequest, Completion], bool],
                  report: Callable[[ShadowComparison], None], on_drop: Callable[[], None],
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 divergence: Callable[[ChatRequest, Completion], Any] | None = None):
         self.route, self.share, self.workers = route, share, workers
         self._replay, self._check, self._report, self._on_drop = replay, check, report, on_drop
+        self._divergence = divergence
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._rng = rng or random.Random()
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,7 +142,12 @@ class ShadowReplayer:
                 self.counts["skipped"] += 1
                 continue
             self.counts["compared"] += 1
-            self._report(agreement(item.answer, base, item.failed, self._check(item.request, base)))
+            cmp = agreement(item.answer, base, item.failed, self._check(item.request, base))
+            if self._divergence is not None and item.answer.content:
+                divergence = await self._divergence(item.request, item.answer)
+                if divergence is not None:
+                    cmp = dataclasses.replace(cmp, token_kl=divergence[0], token_top1=divergence[1])
+            self._report(cmp)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait until the queue is empty (tests, shutdown)."""

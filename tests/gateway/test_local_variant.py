@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from quantgate.config import parse_config
 from quantgate.gateway.app import create_app
 from quantgate.gateway.server import build_engines
 from quantgate.gateway.server import serving as running
+
+REFERENCE = Path(__file__).parents[2] / "quantgate" / "reference" / "weights"
 
 
 def test_local_variant_batches_concurrent_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -47,3 +51,36 @@ def test_local_variant_batches_concurrent_requests(tiny_model_dir: Path, tmp_pat
     assert max(sizes) > 1, sizes
     body = stream.text
     assert body.rstrip().endswith("data: [DONE]") and '"finish_reason":"length"' in body.replace(" ", "")
+
+
+def test_shadow_on_two_local_variants_measures_token_divergence() -> None:
+    # the reference model, not the tiny random one: its answers have text to score
+    import httpx
+
+    from quantgate.config import parse_config
+    from quantgate.gateway.app import create_app
+    from quantgate.gateway.server import build_engines, serving
+
+    config = parse_config({
+        "server": {"require_auth": False},
+        "variants": [{"name": n, "engine": "local", "path": str(REFERENCE), "max_concurrency": 8} for n in ("a", "b")],
+        "ladder": ["a", "b"], "routes": [{"name": "r", "model": "r"}],
+        "rollouts": [{"route": "r", "baseline": "b", "candidate": "a", "steps": [0.5, 1.0], "start": True,
+                      "shadow": {"share": 1.0}, "guards": [{"metric": "errors", "floor": 0.05}]}],
+        "rollout_state": None, "events": {"path": None}})
+    app = create_app(config, build_engines(config))
+    with serving(app) as url:
+        for i in range(12):
+            r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+                "model": "r", "max_tokens": 12, "messages": [{"role": "user", "content": f"What is {i} plus 2?"}]})
+            assert r.status_code == 200
+        deadline = time.monotonic() + 20
+        registry = app.state.metrics.registry
+        while time.monotonic() < deadline and not registry.get_sample_value("quantgate_shadow_token_kl_count", {"route": "r"}):
+            time.sleep(0.1)
+        count = registry.get_sample_value("quantgate_shadow_token_kl_count", {"route": "r"})
+        kl_sum = registry.get_sample_value("quantgate_shadow_token_kl_sum", {"route": "r"})
+        top1_sum = registry.get_sample_value("quantgate_shadow_token_top1_sum", {"route": "r"})
+    assert count and count >= 1
+    assert kl_sum == pytest.approx(0.0, abs=1e-4)  # the same weights on both sides: no divergence
+    assert top1_sum == pytest.approx(count)

@@ -86,3 +86,15 @@ def test_shadow_flip_guard_rolls_back_on_frequent_flips_and_passes_rare_ones() -
     assert bad.verdict().action == "rollback" and "shadow_flips" in bad.verdict().reason
     assert good.verdict().action == "promote"
     assert good.verdict().evidence["shadow_flips"]["normalized_agreement"] == 1.0
+
+
+def test_token_divergence_is_zero_for_one_model_and_grows_apart() -> None:
+    import torch
+
+    from quantgate.rollout.shadow import token_divergence
+
+    p = torch.log_softmax(torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]]), -1)
+    q = torch.log_softmax(torch.tensor([[0.0, 2.0, -1.0], [0.0, 3.0, 0.5]]), -1)
+    assert token_divergence(p, p) == (0.0, 1.0)
+    kl, top1 = token_divergence(p, q)
+    assert kl > 0.1 and top1 == 0.5
