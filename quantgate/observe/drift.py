@@ -20,7 +20,11 @@ distribution that is cheap to simulate.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +35,8 @@ __all__ = ["FEATURES", "DriftAlert", "DriftMonitor", "drift_statistics"]
 
 FEATURES = ("prompt_tokens", "turns", "tools_offered", "tools_called", "response_tokens", "retrieval_depth")
 STATISTICS = ("psi", "js", "wasserstein")
+_CHUNK = 10_000  # simulated windows per calibration step (~25 ms of CPU)
+_PAUSE_S = 0.025  # a background calibration sleeps this long between steps: at most half a core
 _EPS = 1e-4
 
 
@@ -59,7 +65,8 @@ def drift_statistics(ref: np.ndarray, cur: np.ndarray, centers: np.ndarray, scal
 
 
 class _Feature:
-    def __init__(self, name: str, values: np.ndarray, bins: int, window: int, alpha: float, rng: np.random.Generator):
+    def __init__(self, name: str, values: np.ndarray, bins: int, window: int, alpha: float, rng: np.random.Generator,
+                 pause: Callable[[], None] | None = None):
         self.name = name
         edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
         self.edges = edges
@@ -75,11 +82,18 @@ class _Feature:
                 self.centers[i] = edges[min(i, edges.size - 1)]
         self.scale = float(values.std())
         # The null compares two samples, not a sample with the truth: the reference is an estimate too.
-        # Enough draws that the 1 - alpha quantile is an order statistic, not the sample's maximum.
+        # Enough draws that the 1 - alpha quantile is an order statistic, not the sample's maximum; in
+        # chunks, so a background calibration can pause between them and leave the CPU to requests.
         sims = int(min(200_000, max(20_000, 3 / alpha)))
-        ref_draws = rng.multinomial(values.size, self.ref, size=sims) / values.size
-        null = rng.multinomial(window, self.ref, size=sims) / window
-        sim = drift_statistics(ref_draws, null, self.centers, self.scale)
+        parts = []
+        for start in range(0, sims, _CHUNK):
+            n = min(_CHUNK, sims - start)
+            ref_draws = rng.multinomial(values.size, self.ref, size=n) / values.size
+            null = rng.multinomial(window, self.ref, size=n) / window
+            parts.append(drift_statistics(ref_draws, null, self.centers, self.scale))
+            if pause is not None:
+                pause()
+        sim = np.concatenate(parts)
         thresholds = np.quantile(sim, 1 - alpha, axis=0)
         chunk_stats = []
         for start in range(0, max(1, values.size - window + 1), max(1, window // 5)):
@@ -158,12 +172,17 @@ class DriftMonitor:
             self._calibrate(reference)
 
     def _calibrate(self, reference: dict[str, list[float]]) -> None:
+        pause = None
+        if self.background:
+            pause = functools.partial(time.sleep, _PAUSE_S)
+            with contextlib.suppress(OSError, AttributeError):  # lower this thread's priority (Linux)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         features = {}
         for name, values in reference.items():
             # a feature no request carried (retrieval depth without metadata) is not monitored
             if len(values) >= self.window and np.ptp(values) > 0:
                 features[name] = _Feature(name, np.array(values), self.bins, self.window,
-                                          self.alpha / len(STATISTICS), self._rng)
+                                          self.alpha / len(STATISTICS), self._rng, pause)
         self.features = features  # one assignment: the request path sees none or all of them
 
     def wait_calibrated(self, timeout_s: float = 30.0) -> bool:
