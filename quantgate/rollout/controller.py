@@ -214,8 +214,7 @@ class RolloutController:
     def promote(self, reason: str = "promoted by admin") -> None:
         if self.state not in _ACTIVE:
             raise RolloutError(f"rollout on route {self.route!r} is {self.state}, nothing to promote")
-        self.state = "running"
-        self._promote(reason, self.judge.verdict().evidence)
+        self._promote(reason, self.judge.verdict().evidence)  # from paused too: the next step runs
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /admin/rollout`` shows."""
