@@ -45,7 +45,7 @@ def test_weights_files_and_shapes() -> None:
     assert "chat_template" in json.loads((WEIGHTS / "tokenizer_config.json").read_text())
 
 
-# The committed model (1700 steps, ~10M tokens, 30 min on this machine, composed training phrasings)
+# The committed model (1700 steps, ~10M tokens, 29.4 min on this idle machine, composed training phrasings)
 # refuses held-out harmful requests and cites, but tool calls (broken JSON while copying long values)
 # and extraction (requested keys dropped or repeated) stay below the bar. Strict xfail: these turn
 # into failures, to be unmarked, as soon as a retrained model clears the bar.
