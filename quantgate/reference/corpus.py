@@ -40,15 +40,7 @@ _MIX = {"tool_call": 0.33, "extract": 0.17, "refusal": 0.12, "cited": 0.17, "sho
 # format long before it learned to copy values from the prompt (the induction mechanism that tool
 # arguments, extraction and citations all need); short exact-copy items make that mechanism form early.
 _TRAIN_AUX_MIX = {"copy": 0.25}
-# Training only: a composed phrasing (``phrasing``) instead of a template list entry this often.
-_COMPOSED_SHARE = 0.6
-
-
-def _phrase(rng: random.Random, intent: str, templates: tuple[str, ...], split: Split) -> str:
-    # The held-out branch draws exactly as before, so held-out prompts and the golden set do not move.
-    if split == "train" and rng.random() < _COMPOSED_SHARE:
-        return phrasing.COMPOSERS[intent](rng)
-    return pick_template(rng, templates, split)
+_phrase = phrasing.phrase
 
 
 @dataclass(frozen=True)
