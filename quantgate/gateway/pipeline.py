@@ -305,19 +305,16 @@ class Pipeline:
         on = set(p.route.escalation.on)
         spent, used_tokens = 0.0, 0
         first: list[Failure] | str | None = None  # the first attempt's failures, or its engine failure kind
-        answer: Answer | None = None
-        first_content: str | None = None
-        first_tools = False
         first_completion: Completion | None = None
+        answer: Answer | None = None
         tried = 0
         try:
             for i, variant in enumerate(rungs):
                 last = i == len(rungs) - 1
+                tried = i + 1
                 try:
                     c = await self._attempt(p, variant)
-                    tried = i + 1
                 except EngineFailure as e:
-                    tried = i + 1
                     first = e.kind if i == 0 else first
                     self.metrics.attempts.labels(variant, e.kind).inc()
                     if e.kind in on and not last:
@@ -330,8 +327,7 @@ class Pipeline:
                 used_tokens += c.prompt_tokens + c.completion_tokens
                 failures = self._validate(p, variant, c)
                 if i == 0:
-                    first, first_content = failures, c.content if not c.tool_calls else None
-                    first_tools, first_completion = bool(c.tool_calls), c
+                    first, first_completion = failures, c
                 self.metrics.attempts.labels(variant, "invalid" if failures else "ok").inc()
                 if failures and "validation" in on and not last:
                     self._escalated(p, variant, rungs[i + 1], "validation",
@@ -343,20 +339,26 @@ class Pipeline:
         finally:
             await self._settle(p, spent, used_tokens)
             self._observe_drift(p, answer)
-            shadow = self.shadows.get(p.route.name) if p.decision.arm == "canary" else None
-            if shadow is not None and first_completion is not None:
-                shadow(p.request, p.max_tokens, first_completion, bool(first))
-            observer = self.observers.get(p.route.name) if p.decision.arm else None
-            if observer is not None and first is not None:  # shed before any attempt: not the arm's doing
-                failed = first if isinstance(first, list) else []
-                observer(Outcome(
-                    canary=p.decision.arm == "canary", weight=p.decision.weight,
-                    validation_failed=bool(failed), error=isinstance(first, str),
-                    tool_error=any(f.code.startswith("tool_call") for f in failed) if first_tools else None,
-                    refused=bool(first_content and match_refusal(first_content)),
-                    escalated=tried > 1,
-                    latency_s=time.perf_counter() - p.started, cost=spent,
-                    success=answer is not None and not answer.failures, prompt_tokens=p.prompt_tokens))
+            if p.decision.arm is not None and first is not None:  # shed before any attempt: not the arm's doing
+                self._report_arm(p, first, first_completion, answer, tried, spent)
+
+    def _report_arm(self, p: Prepared, first: list[Failure] | str, c: Completion | None, answer: Answer | None,
+                    tried: int, spent: float) -> None:
+        """Tell the route's rollout (and its shadow) what the arm's own first attempt did."""
+        shadow = self.shadows.get(p.route.name) if p.decision.arm == "canary" else None
+        if shadow is not None and c is not None:
+            shadow(p.request, p.max_tokens, c, bool(first))
+        observer = self.observers.get(p.route.name)
+        if observer is None:
+            return
+        failed = first if isinstance(first, list) else []
+        observer(Outcome(
+            canary=p.decision.arm == "canary", weight=p.decision.weight,
+            validation_failed=bool(failed), error=isinstance(first, str),
+            tool_error=any(f.code.startswith("tool_call") for f in failed) if c is not None and c.tool_calls else None,
+            refused=bool(c is not None and not c.tool_calls and c.content and match_refusal(c.content)),
+            escalated=tried > 1, latency_s=time.perf_counter() - p.started, cost=spent,
+            success=answer is not None and not answer.failures, prompt_tokens=p.prompt_tokens))
 
     def _validate(self, p: Prepared, variant: str, c: Completion) -> list[Failure]:
         v = p.route.validate_
