@@ -2,20 +2,18 @@
 
 Batches are left-padded so every row's last prompt token sits in the same column; position ids
 come from the attention mask so padding does not shift positions, which keeps a row's greedy
-output identical whether it runs alone or in a batch. The KV cache is transformers' cache: a
-``DynamicCache`` in eager mode (any length, no warm-up), or a ``StaticCache`` with the one-token
-decode step under ``torch.compile`` when ``compile=True``: that is what makes the int8/int4 CPU
-kernels pay, at the price of a cold compile (18-40 s on a 2-core CPU) and fixed cache shapes
-(batch rounded up to a bucket, length to a multiple of 64) so recompiles stay rare.
-
-In eager mode a row that finishes leaves the batch (its KV cache rows are dropped), so later steps
-cost only what the live rows need. The compiled path keeps fixed shapes, which compile needs:
-there finished rows ride along on a pad token until the batch ends. The gateway batches
-concurrent requests onto this same call.
+output identical whether it runs alone or in a batch. In eager mode the batch is continuous
+(``continuous.RunningBatch``): a finished row leaves at once and a waiting request takes its
+slot, on a cache that grows in place (``kvcache``). With ``compile=True`` the one-token decode step
+runs under ``torch.compile`` on transformers' ``StaticCache``: that is what makes the int8/int4
+CPU kernels pay, at the price of a cold compile (18-40 s on a 2-core CPU) and fixed shapes (batch
+rounded up to a bucket, length to a multiple of 64) so recompiles stay rare; there batches are
+fixed and finished rows ride along on a pad token until the batch ends.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Any
 
 import torch
 
+from quantgate.engines.continuous import RunningBatch
 from quantgate.engines.sampling import StopMatcher, sample_next
 from quantgate.engines.types import (
     Generation,
@@ -62,6 +61,8 @@ class _Row:
     finish: str | None = None
     first_token_at: float = 0.0
     finished_at: float = 0.0
+    started: float = 0.0  # when its prefill began
+    prefill_done: float = 0.0
 
 
 class LocalEngine:
@@ -113,14 +114,19 @@ class LocalEngine:
     # -- generation --------------------------------------------------------------------------
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Generate for every request, in batches of at most ``max_batch_size``; order kept.
+        """Generate for every request, at most ``max_batch_size`` at a time; order kept.
 
-        Requests are grouped by prompt length before batching; results come back in the order given.
+        Requests run in order of prompt length, so rows that share a batch pad little. In eager mode
+        the batch is continuous: a finished row's slot goes to the next request (joining once a
+        quarter of the slots are free, since each join is a prefill call of its own); the compiled
+        path runs fixed batches.
         """
-        # Similar lengths share a batch, so left padding wastes little prefill and attention.
         requests = [GenerationRequest(self.encode(r.prompt), r.params, r.submitted_at) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
         results: list[Generation | None] = [None] * len(requests)
+        if not self.compile:
+            self._generate_continuous(requests, collections.deque(order), results)
+            return [r for r in results if r is not None]
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
             stream = self.iter_batch([requests[i] for i in chunk])
@@ -131,6 +137,22 @@ class LocalEngine:
                 for i, generation in zip(chunk, done.value):
                     results[i] = generation
         return [r for r in results if r is not None]
+
+    def _generate_continuous(self, requests: list[GenerationRequest], waiting: collections.deque[int],
+                             results: list[Generation | None]) -> None:
+        batch = RunningBatch(self, self.max_batch_size)
+        join_at = max(1, self.max_batch_size // 4)
+        while waiting or batch.live:
+            events = []
+            if waiting and batch.free >= min(join_at, len(waiting)):
+                joining = [waiting.popleft() for _ in range(min(batch.free, len(waiting)))]
+                events += batch.join([(i, requests[i]) for i in joining])
+            events += batch.step()
+            for event in events:
+                if event.error is not None:
+                    raise event.error
+                if event.generation is not None:
+                    results[event.tag] = event.generation  # type: ignore[index]
 
     def stream(self, request: GenerationRequest) -> Iterator[TokenDelta | Generation]:
         """Yield text pieces as they become final, then the finished ``Generation``."""
@@ -145,6 +167,8 @@ class LocalEngine:
         """Run one batch; yields ``TokenDelta``s and returns the ``Generation`` list at the end."""
         if not requests:
             return []
+        if not self.compile:
+            return (yield from self._iter_continuous(requests))
         started = time.perf_counter()
         rows = [self._make_row(r) for r in requests]
         budget = max(r.request.params.max_tokens for r in rows)
@@ -175,6 +199,22 @@ class LocalEngine:
                 logits = step.send(([rows[i].completion[-1] for i in active], keep))
             step.close()
         return [self._finish(row, started, prefill_done) for row in rows]
+
+    def _iter_continuous(self, requests: list[GenerationRequest]) -> Iterator[TokenDelta]:
+        batch = RunningBatch(self, len(requests))
+        results: list[Generation | None] = [None] * len(requests)
+        events = batch.join(list(enumerate(requests)))
+        while True:
+            for event in events:
+                if event.error is not None:
+                    raise event.error
+                if event.text:
+                    yield TokenDelta(event.tag, event.text, event.token_id)  # type: ignore[arg-type]
+                if event.generation is not None:
+                    results[event.tag] = event.generation  # type: ignore[index]
+            if not batch.live:
+                return [r for r in results if r is not None]
+            events = batch.step()
 
     def _make_row(self, request: GenerationRequest) -> _Row:
         ids = self.encode(request.prompt)
@@ -248,29 +288,7 @@ class LocalEngine:
         mask[len(rows) :, -1] = 1  # bucket-filler rows: one visible pad token keeps softmax finite
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        if self.compile:
-            return self._static_steps(ids, mask, positions, width + budget)
-        return self._dynamic_steps(ids, mask, positions)
-
-    def _dynamic_steps(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Any:
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         cache=cache, use_cache=True, logits_to_keep=1)
-        last = positions[:, -1:]
-        while True:
-            feed, keep = yield out.logits[:, -1, :]
-            if len(keep) < mask.shape[0]:
-                # Finished rows leave the batch: later steps cost what the live rows need.
-                index = torch.tensor(keep, dtype=torch.long, device=ids.device)
-                cache.batch_select_indices(index)
-                mask, last = mask[index], last[index]
-            tokens = torch.tensor(feed, dtype=torch.long, device=ids.device)
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            last = last + 1
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last,
-                             cache=cache, use_cache=True)
+        return self._static_steps(ids, mask, positions, width + budget)
 
     def _static_steps(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                       length: int) -> Any:

@@ -26,7 +26,8 @@ from starlette.routing import Route
 
 from quantgate.config import GatewayConfig
 from quantgate.errors import QuantgateError
-from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, LocalBatchingEngine, StreamPiece
+from quantgate.gateway.batcher import LocalBatchingEngine
+from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece
 from quantgate.gateway.hotswap import VariantManager
 from quantgate.gateway.limits import LimitStore
 from quantgate.gateway.pipeline import Answer, Pipeline, Prepared, route_headers

@@ -5,11 +5,7 @@ Both answer ``complete(request, max_tokens)`` with a ``Completion`` and ``stream
 not a finished answer, so the pipeline can escalate on it. A stream that ends before the upstream
 said it finished is a failure, never a normal completion.
 
-Local engines run on one worker thread per variant: concurrent requests that arrive within
-``batch_wait_ms`` of each other share a batch (up to ``max_batch``), which is where a quantized
-kernel's throughput under load is decided. Streaming requests run one at a time on the same thread
-(the batched path returns whole answers); the trade-off keeps the worker simple and is the case the
-gateway needs least, since validated routes buffer anyway.
+Local engines (``gateway.batcher``) run on one worker thread per variant with continuous batching.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ from quantgate.engines.types import GenerationRequest, SamplingParams  # no torc
 from quantgate.errors import QuantgateError
 from quantgate.gateway.protocol import ChatRequest
 
-__all__ = ["Completion", "EngineFailure", "GatewayEngine", "LocalBatchingEngine", "StreamPiece", "UpstreamAsyncEngine"]
+__all__ = ["Completion", "EngineFailure", "GatewayEngine", "StreamPiece", "UpstreamAsyncEngine", "split_tool_calls"]
 
 
 @dataclass
@@ -71,14 +67,6 @@ class GatewayEngine(Protocol):
     async def complete(self, request: ChatRequest, max_tokens: int) -> Completion: ...
     def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]: ...
     async def aclose(self) -> None: ...
-
-
-def _messages(request: ChatRequest) -> list[dict[str, Any]]:
-    return [m.model_dump(exclude_none=True) for m in request.messages]
-
-
-def _tools(request: ChatRequest) -> list[dict[str, Any]] | None:
-    return [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
 
 
 # ------------------------------------------------------------------------------------ upstream
@@ -207,138 +195,3 @@ def split_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]] | None
     out = [{"id": "call_" + uuid.uuid4().hex[:20], "type": "function",
             "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in calls]
     return None, out
-
-
-@dataclass
-class _Job:
-    prompt: str
-    params: Any
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any] | None = None
-    deltas: asyncio.Queue[Any] | None = None
-    submitted: float = field(default_factory=time.perf_counter)
-    continuation: str | None = None  # set: a scoring job (teacher-forced log-probabilities of this text)
-
-
-class LocalBatchingEngine:
-    """A ``LocalEngine`` behind a worker thread that batches concurrent requests."""
-
-    def __init__(self, name: str, engine: Any, *, max_batch: int = 16, batch_wait_ms: float = 2.0):
-        self.name = name
-        self._engine = engine
-        self._max_batch = max_batch
-        self._wait = batch_wait_ms / 1000
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self.batch_sizes: collections.Counter[int] = collections.Counter()  # how batching paid off
-        self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
-        self._thread.start()
-
-    def count_prompt_tokens(self, request: ChatRequest) -> int:
-        return self._engine.count_tokens(self._engine.render(_messages(request), _tools(request)))
-
-    def _params(self, request: ChatRequest, max_tokens: int) -> SamplingParams:
-        return SamplingParams(max_tokens=max_tokens, temperature=request.temperature or 0.0,
-                              top_p=request.top_p or 1.0, seed=request.seed, stop=tuple(request.stop or ()))
-
-    async def complete(self, request: ChatRequest, max_tokens: int) -> Completion:
-        loop = asyncio.get_running_loop()
-        job = _Job(self._engine.render(_messages(request), _tools(request)), self._params(request, max_tokens),
-                   loop, future=loop.create_future())
-        self._jobs.put(job)
-        gen = await job.future  # type: ignore[misc]
-        content, calls = split_tool_calls(gen.text)
-        return Completion(content, calls, "tool_calls" if calls else gen.finish_reason, gen.usage.prompt_tokens,
-                          gen.usage.completion_tokens, gen.timings.total_s, gen.timings.ttft_s)
-
-    async def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]:
-        loop = asyncio.get_running_loop()
-        job = _Job(self._engine.render(_messages(request), _tools(request)), self._params(request, max_tokens),
-                   loop, deltas=asyncio.Queue())
-        self._jobs.put(job)
-        while True:
-            item = await job.deltas.get()  # type: ignore[union-attr]
-            if isinstance(item, BaseException):
-                raise EngineFailure("error", f"{self.name}: {item}")
-            if hasattr(item, "usage"):
-                yield StreamPiece(finish_reason=item.finish_reason, prompt_tokens=item.usage.prompt_tokens,
-                                  completion_tokens=item.usage.completion_tokens)
-                return
-            yield StreamPiece(content=item.text)
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self._engine.model.config.vocab_size)
-
-    async def logprobs(self, request: ChatRequest, continuation: str) -> Any:
-        """Per-token log-probability rows (tokens x vocab, fp32) of ``continuation`` after ``request``'s prompt.
-
-        Runs on the worker thread like generation (one model, one thread), between batches.
-        """
-        loop = asyncio.get_running_loop()
-        job = _Job(self._engine.render(_messages(request), _tools(request)), None, loop,
-                   future=loop.create_future(), continuation=continuation)
-        self._jobs.put(job)
-        return await job.future  # type: ignore[misc]
-
-    async def aclose(self) -> None:
-        self._jobs.put(None)
-        await asyncio.to_thread(self._thread.join, 30)
-
-    # -- worker thread ---------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            if job.deltas is not None:
-                self._run_stream(job)
-                continue
-            if job.continuation is not None:
-                self._run_score(job)
-                continue
-            batch = [job]
-            deadline = time.perf_counter() + self._wait
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._jobs.get(timeout=max(0.0, deadline - time.perf_counter()))
-                except queue.Empty:
-                    break
-                if nxt is None or nxt.deltas is not None or nxt.continuation is not None:
-                    self._jobs.put(nxt)  # handled after this batch
-                    break
-                batch.append(nxt)
-            self.batch_sizes[len(batch)] += 1
-            try:
-                gens = self._engine.generate([GenerationRequest(j.prompt, j.params, j.submitted) for j in batch])
-            except (RuntimeError, ValueError, QuantgateError) as e:  # torch raises RuntimeError
-                for j in batch:
-                    j.loop.call_soon_threadsafe(_fail, j.future, e)
-                continue
-            for j, g in zip(batch, gens):
-                j.loop.call_soon_threadsafe(_resolve, j.future, g)
-
-    def _run_score(self, job: _Job) -> None:
-        try:
-            _, matrices = self._engine.score_batch([(job.prompt, job.continuation)], return_logprobs=True)
-        except (RuntimeError, ValueError, QuantgateError) as e:
-            job.loop.call_soon_threadsafe(_fail, job.future, e)
-            return
-        job.loop.call_soon_threadsafe(_resolve, job.future, matrices[0])
-
-    def _run_stream(self, job: _Job) -> None:
-        put = job.deltas.put_nowait  # type: ignore[union-attr]
-        try:
-            for item in self._engine.stream(GenerationRequest(job.prompt, job.params, job.submitted)):
-                job.loop.call_soon_threadsafe(put, item)
-        except (RuntimeError, ValueError, QuantgateError) as e:
-            job.loop.call_soon_threadsafe(put, e)
-
-
-def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:
-    if fut is not None and not fut.done():
-        fut.set_result(value)
-
-
-def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
-    if fut is not None and not fut.done():
-        fut.set_exception(EngineFailure("error", f"local engine failed: {exc}"))

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from quantgate.config import GatewayConfig, LocalVariant, UpstreamVariant
-from quantgate.gateway.engines import GatewayEngine, LocalBatchingEngine, UpstreamAsyncEngine
+from quantgate.gateway.batcher import LocalBatchingEngine
+from quantgate.gateway.engines import GatewayEngine, UpstreamAsyncEngine
 
 __all__ = ["build_engines", "build_limits", "serve", "serving"]
 

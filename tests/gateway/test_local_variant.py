@@ -10,7 +10,10 @@ import httpx
 import pytest
 
 from quantgate.config import parse_config
+from quantgate.engines.local import LocalEngine
+from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.gateway.app import create_app
+from quantgate.models import load_model
 from quantgate.gateway.server import build_engines
 from quantgate.gateway.server import serving as running
 
@@ -84,3 +87,52 @@ def test_shadow_on_two_local_variants_measures_token_divergence() -> None:
     assert count and count >= 1
     assert kl_sum == pytest.approx(0.0, abs=1e-4)  # the same weights on both sides: no divergence
     assert top1_sum == pytest.approx(count)
+
+
+def test_short_request_overtakes_a_long_stream_in_the_running_batch(tiny_model_dir: Path) -> None:
+    # continuous batching: a request that arrives while a long stream decodes joins at the next step
+    # and returns long before the stream ends, instead of waiting for the whole batch. (The tiny
+    # random model's text is mostly partial UTF-8, so its stream arrives in one piece at the end;
+    # the request timing is what shows the overlap.)
+    config = parse_config({
+        "server": {"require_auth": False},
+        "variants": [{"name": "fp32", "engine": "local", "path": str(tiny_model_dir), "max_batch": 4,
+                      "max_concurrency": 4}],
+        "ladder": ["fp32"], "routes": [{"name": "r", "model": "tiny"}], "events": {"path": None}})
+    engines = build_engines(config)
+    app = create_app(config, engines)
+
+    async def scenario(url: str) -> tuple[float, float, str]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            stream_done = short_done = 0.0
+            text = ""
+
+            async def long_stream() -> None:
+                nonlocal stream_done
+                async with client.stream("POST", "/v1/chat/completions", json={
+                        "model": "tiny", "stream": True, "max_tokens": 400,
+                        "messages": [{"role": "user", "content": "tell me everything"}]}) as r:
+                    async for _ in r.aiter_lines():
+                        pass
+                stream_done = time.perf_counter()
+
+            async def short() -> None:
+                nonlocal short_done, text
+                await asyncio.sleep(0.15)  # the stream is decoding by now (400 tokens take ~1 s here)
+                r = await client.post("/v1/chat/completions", json={
+                    "model": "tiny", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200, r.text
+                text = r.json()["choices"][0]["message"]["content"]
+                short_done = time.perf_counter()
+
+            await asyncio.gather(long_stream(), short())
+            return stream_done, short_done, text
+
+    with running(app) as url:
+        stream_done, short_done, text = asyncio.run(scenario(url))
+    assert short_done < stream_done
+    assert max(engines["fp32"].batch_sizes) >= 2  # type: ignore[attr-defined]
+    local = LocalEngine(load_model(tiny_model_dir))
+    alone = local.generate([GenerationRequest(local.render([{"role": "user", "content": "hi"}]),
+                                              SamplingParams(max_tokens=3))])[0]
+    assert text == alone.text  # joining a running batch did not change the answer

@@ -1,0 +1,116 @@
+"""Continuous batching: rows that join a running batch, reuse finished slots or widen it answer as they would alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantgate.engines import kvcache
+from quantgate.engines.continuous import Event, RunningBatch
+from quantgate.engines.local import LocalEngine
+from quantgate.engines.types import Generation, GenerationRequest, SamplingParams
+from quantgate.errors import QuantgateError
+from quantgate.models import load_model
+
+SHORT, LONG = "hi", "the quick brown fox jumps over the lazy dog " * 3
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> LocalEngine:
+    return LocalEngine(load_model(tiny_model_dir), max_batch_size=4)
+
+
+def _alone(engine: LocalEngine, prompt: str, n: int) -> Generation:
+    return engine.generate([GenerationRequest(prompt, SamplingParams(max_tokens=n))])[0]
+
+
+def _collect(events: list[Event], done: dict[object, Generation], texts: dict[object, str]) -> None:
+    for e in events:
+        assert e.error is None
+        texts[e.tag] = texts.get(e.tag, "") + e.text
+        if e.generation is not None:
+            done[e.tag] = e.generation
+
+
+def test_rows_joining_at_different_steps_answer_as_alone(engine: LocalEngine) -> None:
+    # a joins first (short prompt), b joins later with a wider prompt (the batch widens to the left),
+    # c takes the slot a finished in (placed into a dead slot), d is added below (a new slot)
+    plan = {"a": (SHORT, 3), "b": (LONG, 12), "c": ("what is love?", 9), "d": ("xyz 123 abc", 6)}
+    batch = RunningBatch(engine, capacity=3)
+    done: dict[object, Generation] = {}
+    texts: dict[object, str] = {}
+
+    def join(*tags: str) -> None:
+        _collect(batch.join([(t, GenerationRequest(plan[t][0], SamplingParams(max_tokens=plan[t][1])))
+                             for t in tags]), done, texts)
+
+    join("a")
+    _collect(batch.step(), done, texts)
+    join("b")
+    while "a" not in done:
+        _collect(batch.step(), done, texts)
+    assert batch.live == 1 and len(batch._rows) == 2  # a's slot is dead, not yet reclaimed
+    join("c", "d")
+    assert len(batch._rows) == 3  # c reused a's slot, d was appended
+    while batch.live:
+        _collect(batch.step(), done, texts)
+    for tag, (prompt, n) in plan.items():
+        alone = _alone(engine, prompt, n)
+        assert done[tag].token_ids == alone.token_ids, tag
+        assert done[tag].text == alone.text == texts[tag], tag
+        assert done[tag].finish_reason == alone.finish_reason
+        assert done[tag].logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+
+
+def test_compaction_and_trimming_keep_answers_exact(engine: LocalEngine) -> None:
+    # three short rows finish early: dead slots outnumber the live one, the batch compacts, and the
+    # long row's leading padding columns (from the widest prompt) are cut once nobody needs them
+    batch = RunningBatch(engine, capacity=4)
+    reqs = [("long", LONG, 40), ("s1", SHORT, 2), ("s2", "ok", 2), ("s3", LONG + " and more words here " * 4, 2)]
+    done: dict[object, Generation] = {}
+    texts: dict[object, str] = {}
+    _collect(batch.join([(t, GenerationRequest(p, SamplingParams(max_tokens=n))) for t, p, n in reqs]), done, texts)
+    widths = []
+    while batch.live:
+        _collect(batch.step(), done, texts)
+        widths.append(batch._mask.shape[1])
+    assert len(batch._rows) == 0  # reset when the last row left
+    assert min(widths) < max(widths)  # trimmed at some point
+    for tag, prompt, n in reqs:
+        assert done[tag].token_ids == _alone(engine, prompt, n).token_ids, tag
+
+
+def test_a_bad_request_is_refused_alone(engine: LocalEngine) -> None:
+    batch = RunningBatch(engine, capacity=4)
+    too_long = " ".join(["word"] * (engine.max_context + 10))
+    events = batch.join([("bad", GenerationRequest(too_long, SamplingParams(max_tokens=4))),
+                         ("good", GenerationRequest(SHORT, SamplingParams(max_tokens=4)))])
+    errors = [e for e in events if e.error is not None]
+    assert [e.tag for e in errors] == ["bad"] and isinstance(errors[0].error, QuantgateError)
+    assert "context" in str(errors[0].error)
+    assert batch.live == 1
+
+
+def test_join_beyond_capacity_and_compiled_engines_are_refused(engine: LocalEngine, tiny_model_dir: Path) -> None:
+    batch = RunningBatch(engine, capacity=1)
+    with pytest.raises(ValueError, match="free slots"):
+        batch.join([(i, GenerationRequest(SHORT)) for i in range(2)])
+    with pytest.raises(ValueError, match="eager"):
+        RunningBatch(LocalEngine(load_model(tiny_model_dir), compile=True), capacity=2)
+
+
+def test_growable_layer_matches_concatenation() -> None:
+    torch.manual_seed(0)
+    layer = kvcache.GrowableLayer()
+    keys, values = [], []
+    for n in (5, 1, 70, 1, 1):  # crosses the initial capacity and one doubling
+        k, v = torch.randn(2, 3, n, 4), torch.randn(2, 3, n, 4)
+        keys.append(k)
+        values.append(v)
+        got_k, got_v = layer.update(k, v)
+        assert torch.equal(got_k, torch.cat(keys, dim=2)) and torch.equal(got_v, torch.cat(values, dim=2))
+    assert layer.get_seq_length() == 78
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys, torch.cat(keys, dim=2)[1:])
