@@ -102,7 +102,8 @@ async def _level(url: str, model: str, bodies: list[dict[str, Any]], concurrency
     headers = {"content-type": "application/json"}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
-    payloads = [json.dumps({**b, "model": model, "stream": stream}).encode() for b in bodies]
+    extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream else {}  # usage, for tokens/s
+    payloads = [json.dumps({**b, "model": model, "stream": stream, **extra}).encode() for b in bodies]
     latencies: list[float] = []
     ttfts: list[float] = []
     tokens = ok = errors = shed = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,8 +37,16 @@ def test_sweep_counts_ok_shed_and_errors(tmp_path: Path) -> None:
     assert "500" in (one.error_sample or "")
 
 
-def test_stream_measures_ttft() -> None:
-    with FakeUpstream(reply=lambda body: Reply(events=sse_events(["a", "b"]))) as up:
+def _usage_only_when_asked(body: dict[str, Any]) -> Reply:
+    # as OpenAI-compatible servers do: a streamed answer carries usage only on request
+    events = sse_events(["a", "b"])
+    if not (body.get("stream_options") or {}).get("include_usage"):
+        events = [e for e in events if '"usage"' not in e]
+    return Reply(events=events)
+
+
+def test_stream_measures_ttft_and_tokens() -> None:
+    with FakeUpstream(reply=_usage_only_when_asked) as up:
         [r] = run_sweep(up.url + "/v1", "fake", [{"messages": [{"role": "user", "content": "x"}]}], [2], 6, stream=True)
     assert r.ok == 6 and r.ttft_p50_ms is not None and r.tokens_per_s > 0
 
