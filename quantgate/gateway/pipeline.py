@@ -18,13 +18,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from quantgate.checks import CompiledAssertion
 from quantgate.checks.refusal_patterns import match_refusal
 from quantgate.config import GatewayConfig, PriceConfig, RouteConfig, TenantConfig
 from quantgate.gateway.admission import Admission
 from quantgate.gateway.auth import TenantDirectory
-from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece
+from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece, split_tool_calls
 from quantgate.gateway.limits import LimitStore, budget_period_key, retry_after_header
 from quantgate.gateway.protocol import ApiError, ChatRequest, Message
 from quantgate.gateway.routing import Decision, RequestFacts, Router, parse_tags
@@ -403,6 +404,7 @@ class Pipeline:
         """Open the stream on the first rung that yields a first piece; escalates only before any byte is sent."""
         rungs = p.decision.ladder[: p.route.escalation.max_attempts]
         on = set(p.route.escalation.on)
+        first_error: str | None = None  # how the first rung failed, for the rollout judge
         for i, variant in enumerate(rungs):
             await self._acquire(p, variant)
             it = self.engines[variant].stream(p.request, p.max_tokens).__aiter__()
@@ -412,29 +414,31 @@ class Pipeline:
                 self.admission[variant].release()
                 kind = e.kind if isinstance(e, EngineFailure) else "error"
                 msg = e.message if isinstance(e, EngineFailure) else f"{variant}: empty stream"
+                first_error = first_error or kind
                 self.metrics.attempts.labels(variant, kind).inc()
                 if kind in on and i < len(rungs) - 1:
                     self._escalated(p, variant, rungs[i + 1], kind, msg)
                     continue
                 await self._settle(p, 0.0, 0)
                 self.metrics.requests.labels(p.route.name, variant, "502").inc()
+                self._observe_stream(p, variant, i + 1, first_error or kind, None, 0.0)
                 raise ApiError(504 if kind == "timeout" else 502, msg, "server_error", code=f"upstream_{kind}") from None
-            return variant, self._relay(p, variant, first, it, i + 1)
+            return variant, self._relay(p, variant, first, it, i + 1, first_error)
         raise AssertionError("unreachable")
 
     async def _relay(self, p: Prepared, variant: str, first: StreamPiece, it: AsyncIterator[StreamPiece],
-                     attempts: int) -> AsyncIterator[StreamPiece]:
-        prompt = completion = 0
-        ok = False
+                     attempts: int, first_error: str | None) -> AsyncIterator[StreamPiece]:
+        tally = _StreamTally()
+        ok = cut = False
         try:
             piece: StreamPiece | None = first
             while piece is not None:
-                prompt = piece.prompt_tokens or prompt
-                completion = piece.completion_tokens or completion
-                ok = ok or piece.finish_reason is not None
+                tally.add(piece)
                 yield piece
                 piece = await anext(it, None)
+            ok = True
         except EngineFailure as e:
+            cut = True
             self.metrics.attempts.labels(variant, e.kind).inc()
             self.metrics.requests.labels(p.route.name, variant, "stream_error").inc()
             self.events.record("stream_cut", route=p.route.name, tenant=p.tenant.name, variant=variant, reason=e.message)
@@ -444,13 +448,32 @@ class Pipeline:
             if closer is not None:  # a client that went away must not leave the upstream stream open
                 await closer()
             self.admission[variant].release()
-            cost = self._meter(p, variant, prompt, completion, 0.0) if (prompt or completion) else 0.0
-            await self._settle(p, cost, prompt + completion)
+            used = tally.prompt + tally.completion
+            cost = self._meter(p, variant, tally.prompt, tally.completion, 0.0) if used else 0.0
+            await self._settle(p, cost, used)
+            # a client that hung up mid-stream says nothing about the variant: not reported
+            if ok or cut:
+                self._observe_stream(p, variant, attempts, first_error, tally.completed() if ok else None, cost)
         self.metrics.attempts.labels(variant, "ok").inc()
         self.metrics.requests.labels(p.route.name, variant, "200").inc()
         self.metrics.successes.labels(p.route.name, variant).inc()
         self.metrics.latency.labels(p.route.name).observe(time.perf_counter() - p.started)
 
+    def _observe_stream(self, p: Prepared, variant: str, attempts: int, first_error: str | None,
+                        c: Completion | None, spent: float) -> None:
+        """Feed a streamed-through answer (``None``: the stream failed) to drift and the rollout judge.
+
+        The route does not validate (or the stream would have been buffered), so there are no
+        failures to find, but refusals, tool calls, errors, latency and cost still count.
+        """
+        answer = None
+        if c is not None:
+            answer = Answer(c, variant, attempts, self._validate(p, variant, c), {})
+        self._observe_drift(p, answer)
+        if p.decision.arm is None:
+            return
+        first: list[Failure] | str = first_error if first_error is not None else ([] if c is not None else "error")
+        self._report_arm(p, first, c if attempts == 1 else None, answer, attempts, spent)
 
 def route_headers(p: Prepared, variant: str, escalations: int) -> dict[str, str]:
     """The ``x-quantgate-*`` headers every answer carries, buffered or streamed."""
@@ -466,3 +489,36 @@ def _orphan_tools_dropped(messages: list[Message]) -> list[Message]:
             continue
         out.append(m)
     return out
+
+
+class _StreamTally:
+    """What a relayed stream said, put back together: text, tool calls (OpenAI deltas by index), usage."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason = "stop"
+        self.prompt = self.completion = 0
+        self.started = time.perf_counter()
+
+    def add(self, piece: StreamPiece) -> None:
+        self.prompt = piece.prompt_tokens or self.prompt
+        self.completion = piece.completion_tokens or self.completion
+        self.finish_reason = piece.finish_reason or self.finish_reason
+        if piece.content:
+            self.content.append(piece.content)
+        for delta in piece.tool_calls or []:
+            call = self.calls.setdefault(int(delta.get("index", len(self.calls))),
+                                         {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+            call["id"] = delta.get("id") or call["id"]
+            fn = delta.get("function") or {}
+            call["function"]["name"] += fn.get("name") or ""
+            call["function"]["arguments"] += fn.get("arguments") or ""
+
+    def completed(self) -> Completion:
+        text = "".join(self.content) or None
+        calls = [self.calls[i] for i in sorted(self.calls)] or None
+        if calls is None and text and "<tool_call>" in text:  # a local model writes its calls as text
+            text, calls = split_tool_calls(text)
+        return Completion(text, calls, self.finish_reason, self.prompt, self.completion,
+                          time.perf_counter() - self.started, 0.0)

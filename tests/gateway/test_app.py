@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -145,6 +146,30 @@ def test_stream_failing_before_first_byte_escalates(rig: Rig) -> None:
         model="assistant", messages=[{"role": "user", "content": "x"}], stream=True)
     assert raw.headers["x-quantgate-variant"] == "int8"
     assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "ok"
+
+
+def test_streamed_through_answers_are_counted_like_buffered_ones(rig_factory: Callable[..., Rig]) -> None:
+    # a route that does not check tool arguments streams tool calls straight through; the answer is
+    # still put back together afterwards for the dashboards (tool-call and refusal counters)
+    rig = rig_factory(routes=[{"name": "a", "model": "assistant", "validate": {"tool_arguments": False}}])
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> str:
+        return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    call = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"ci'}},
+            {"index": 0, "function": {"arguments": 'ty": "Oslo"}'}}]
+    rig.replies["int4"] = lambda body: Reply(events=[chunk({"role": "assistant"}), chunk({"tool_calls": call[:1]}),
+                                                     chunk({"tool_calls": call[1:]}), chunk({}, "tool_calls"), "[DONE]"])
+    chunks = list(rig.client().chat.completions.create(model="assistant", messages=[{"role": "user", "content": "x"}],
+                                                       tools=[WEATHER], stream=True))
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert rig.upstreams["int4"].requests[-1]["body"]["stream"] is True  # passed through, not buffered
+    assert rig.metric("quantgate_tool_calls_total", variant="int4", result="valid") == 1
+    rig.replies["int4"] = lambda body: Reply(events=sse_events(["I can't help", " with that."]))
+    list(rig.client().chat.completions.create(model="assistant", messages=[{"role": "user", "content": "x"}],
+                                              stream=True))
+    assert rig.metric("quantgate_refusals_total", route="a", variant="int4") == 1
 
 
 def test_streaming_with_validation_buffers_then_streams(rig: Rig) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.upstream import Reply, completion
+from tests.fakes.upstream import Reply, completion, sse_events
 from tests.gateway.conftest import ADMIN, KEY, Rig
 
 GOOD = '{"city": "Oslo", "days": 3}'
@@ -158,3 +158,31 @@ def test_shadow_replays_flag_json_breakage_and_roll_back(rig_factory: Callable[.
     metrics = httpx.get(rig.url + "/metrics").text
     assert 'quantgate_shadow_flips_total{direction="regression",route="assistant"}' in metrics
     assert 'quantgate_shadow_comparisons_total{result="exact",route="assistant"}' in metrics
+
+
+def test_streamed_through_traffic_feeds_the_judge_and_drift(rig_factory: Callable[..., Rig], tmp_path: Path) -> None:
+    # no response_format, no tools, no route assertions: the gateway streams straight through, and
+    # the rollout must still see what those answers did (here: a canary whose streams die mid-way)
+    rig = rig_factory(**_rollout(tmp_path, guards=[{"metric": "errors", "margin": 1.2, "floor": 0.05}]),
+                      drift={"reference_size": 100, "window": 50, "check_every": 10})
+    rng = random.Random(2)
+    rig.replies["int8"] = lambda body: Reply(events=sse_events(["Sun", "ny"], finish_reason=None, done=False)
+                                             if rng.random() < 0.3 else sse_events(["Sun", "ny"]))
+    rig.replies["bf16"] = lambda body: Reply(events=sse_events(["Sun", "ny"]))
+    cut = sent = 0
+    with httpx.Client(base_url=rig.url, headers={"authorization": f"Bearer {KEY}"}, timeout=10) as client:
+        for i in range(1500):
+            if i % 10 == 0 and _rollout_state(rig)["state"] != "running":
+                break
+            with client.stream("POST", "/v1/chat/completions", json={
+                    "model": "assistant", "user": f"u{i}", "stream": True,
+                    "messages": [{"role": "user", "content": "weather?"}]}) as r:
+                assert r.status_code == 200
+                cut += "upstream_stream_cut" in r.read().decode()
+                sent += 1
+    state = _rollout_state(rig)
+    assert state["state"] == "rolled_back", state
+    assert "errors" in state["last_decision"]["reason"]
+    assert state["decisions"][0]["evidence"]["errors"]["canary"][1] > 0 and cut > 0
+    report = httpx.get(rig.url + "/admin/drift", headers={"authorization": f"Bearer {ADMIN}"}).json()
+    assert report["routes"]["assistant"]["requests"] == sent  # every stream reached the drift monitor too
