@@ -105,7 +105,8 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     for name, controller in rollouts.items():
         pipeline.observers[name] = syncs[name].observe if shared else controller.observe
         if controller.spec.shadow is not None:
-            shadows[name] = _shadow_replayer(pipeline, controller, metrics)
+            shadows[name] = _shadow_replayer(pipeline, controller, metrics,
+                                             syncs[name].observe_shadow if shared else controller.observe_shadow)
             pipeline.shadows[name] = shadows[name].offer
 
     async def chat(request: Request) -> Response:
@@ -299,8 +300,13 @@ def _redis_store(config: GatewayConfig) -> RedisRolloutStore:
     return RedisRolloutStore(redis.Redis.from_url(config.state.redis_url), config.state.prefix)
 
 
-def _shadow_replayer(pipeline: Pipeline, controller: RolloutController, metrics: GatewayMetrics) -> ShadowReplayer:
-    """Replays on the rollout's baseline through its admission (never queueing), with the route's checks."""
+def _shadow_replayer(pipeline: Pipeline, controller: RolloutController, metrics: GatewayMetrics,
+                     judge: Callable[[bool, bool], None]) -> ShadowReplayer:
+    """Replays on the rollout's baseline through its admission (never queueing), with the route's checks.
+
+    ``judge`` takes each comparison: the controller itself, or on shared state the replica sync,
+    which ships a follower's comparisons to the leader.
+    """
     spec, route = controller.spec, controller.route
     cfg = spec.shadow
     assert cfg is not None
@@ -346,7 +352,7 @@ def _shadow_replayer(pipeline: Pipeline, controller: RolloutController, metrics:
             metrics.shadow_token_top1.labels(route).observe(cmp.token_top1)
         if cmp.regression_flip or cmp.improvement_flip:
             metrics.shadow_flips.labels(route, "regression" if cmp.regression_flip else "improvement").inc()
-        controller.observe_shadow(cmp.regression_flip, cmp.normalized)
+        judge(cmp.regression_flip, cmp.normalized)
 
     return ShadowReplayer(route, cfg.share, cfg.queue_size, cfg.workers, replay, failed, report,
                           lambda: metrics.shadow_dropped.labels(route).inc(), divergence=divergence)

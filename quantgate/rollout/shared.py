@@ -103,17 +103,33 @@ class RedisRolloutStore:
         raw, _ = pipe.execute()
         return [Outcome(*json.loads(x)) for x in raw]
 
+    def push_shadows(self, route: str, shadows: list[tuple[bool, bool]]) -> None:
+        """Shadow comparisons (regression flip, agreed) a follower made, for the leader's judge."""
+        if shadows:
+            self.redis.rpush(self._shadow_key(route), *(json.dumps(s) for s in shadows))
+
+    def drain_shadows(self, route: str, limit: int = 10_000) -> list[tuple[bool, bool]]:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lrange(self._shadow_key(route), 0, limit - 1)
+        pipe.ltrim(self._shadow_key(route), limit, -1)
+        raw, _ = pipe.execute()
+        return [(bool(a), bool(b)) for a, b in (json.loads(x) for x in raw)]
+
+    def _shadow_key(self, route: str) -> str:
+        return f"{self.prefix}:rollout:{route}:shadows"
+
     def close(self) -> None:
         self.redis.close()
 
 
 class ReplicaSync:
-    """Keeps one controller in step with the shared rollout: lease, outcome shipping, state following."""
+    """Keeps one controller in step with the shared rollout: lease, outcome and shadow shipping, state following."""
 
     def __init__(self, controller: Any, store: RedisRolloutStore, tick_s: float = 0.5):
         self.controller, self.store, self.tick_s = controller, store, tick_s
         self.route = controller.route
         self._buffer: list[Outcome] = []
+        self._shadow_buffer: list[tuple[bool, bool]] = []
         self._task: asyncio.Task[None] | None = None
         self.leader = False
         self._seen_state: str | None = None
@@ -131,6 +147,14 @@ class ReplicaSync:
         else:
             self._buffer.append(o)
 
+    def observe_shadow(self, regression_flip: bool, agreed: bool) -> None:
+        """A shadow comparison made on this replica: judged here by the leader, shipped by a follower."""
+        self.start()
+        if self.leader:
+            self.controller.observe_shadow(regression_flip, agreed)
+        else:
+            self._shadow_buffer.append((regression_flip, agreed))
+
     async def _run(self) -> None:
         while True:
             try:
@@ -147,15 +171,18 @@ class ReplicaSync:
             # take over from the last snapshot another replica wrote, or start a configured rollout
             if not c.reload() and c.state == "pending" and c.spec.start:
                 c.start("configured to start with the gateway")
+        outcomes, self._buffer = self._buffer, []
+        shadows, self._shadow_buffer = self._shadow_buffer, []
         if self.leader:
-            outcomes, self._buffer = self._buffer, []
             for o in outcomes + self.store.drain_outcomes(self.route):
                 c.observe(o)
+            for flip, agreed in shadows + self.store.drain_shadows(self.route):
+                c.observe_shadow(flip, agreed)
             c.evaluate()
             c.persist()
         else:
-            outcomes, self._buffer = self._buffer, []
             self.store.push_outcomes(self.route, outcomes)
+            self.store.push_shadows(self.route, shadows)
             raw = self.store.redis.get(self.store._keys(self.route)[1])
             if raw is not None and raw != self._seen_state:
                 self._seen_state = raw
@@ -166,4 +193,5 @@ class ReplicaSync:
             self._task.cancel()
         if not self.leader:
             self.store.push_outcomes(self.route, self._buffer)
-            self._buffer = []
+            self.store.push_shadows(self.route, self._shadow_buffer)
+            self._buffer, self._shadow_buffer = [], []

@@ -6,7 +6,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ def redis_url() -> str:
     return "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture
-def replicas(redis_url: str, tmp_path: Path) -> Iterator[tuple[list[str], list[Any]]]:
+@contextmanager
+def _replicas(redis_url: str, tmp_path: Path, **rollout: Any) -> Iterator[tuple[list[str], list[Any]]]:
     rng = random.Random(0)
 
     def reply(name: str) -> Any:
@@ -45,18 +45,25 @@ def replicas(redis_url: str, tmp_path: Path) -> Iterator[tuple[list[str], list[A
             return Reply(body=completion('{"city": "Oslo", "days":' if broken else GOOD))
         return answer
 
+    spec = {"route": "assistant", "baseline": "bf16", "candidate": "int8", "steps": [0.3, 1.0],
+            "min_requests": 20, "min_seconds": 0, "start": True,
+            "guards": [{"metric": "validation_failures", "margin": 1.2, "floor": 0.05}]} | rollout
     with ExitStack() as stack:
         ups = {n: stack.enter_context(FakeUpstream(reply=reply(n))) for n in ("int4", "int8", "bf16")}
         raw = base_config({n: u.url for n, u in ups.items()}, tmp_path,
                           state={"backend": "redis", "redis_url": redis_url, "prefix": f"qg-test-{uuid.uuid4().hex[:8]}"},
-                          rollouts=[{"route": "assistant", "baseline": "bf16", "candidate": "int8", "steps": [0.3, 1.0],
-                                     "min_requests": 20, "min_seconds": 0, "start": True,
-                                     "guards": [{"metric": "validation_failures", "margin": 1.2, "floor": 0.05}]}])
+                          rollouts=[spec])
         raw["variants"] = [{**v, "max_concurrency": 16} for v in raw["variants"]]
         config = parse_config(raw)
         apps = [create_app(config, build_engines(config), admin_key=ADMIN) for _ in range(2)]
         urls = [stack.enter_context(serving(app)) for app in apps]
         yield urls, apps
+
+
+@pytest.fixture
+def replicas(redis_url: str, tmp_path: Path) -> Iterator[tuple[list[str], list[Any]]]:
+    with _replicas(redis_url, tmp_path) as running:
+        yield running
 
 
 def _state(url: str) -> dict[str, Any]:
@@ -104,3 +111,23 @@ def test_a_replica_without_the_lease_cannot_decide(replicas: tuple[list[str], li
     r = httpx.post(follower + "/admin/rollout", headers={"authorization": f"Bearer {ADMIN}"}, json={"action": "pause"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_leader"
     assert _state(follower)["state"] == "running"  # nothing changed
+
+
+def test_a_followers_shadow_comparisons_reach_the_leaders_judge(redis_url: str, tmp_path: Path) -> None:
+    # the only guard is shadow flips and only the follower gets traffic: the leader can roll back
+    # only on comparisons the follower made and shipped
+    with _replicas(redis_url, tmp_path, shadow={"share": 1.0},
+                   guards=[{"metric": "shadow_flips", "floor": 0.02}]) as (urls, apps):
+        time.sleep(1.2)  # one replica takes the lease
+        follower = next(u for u, app in zip(urls, apps) if not app.state.replica_syncs["assistant"].leader)
+        leader = next(u for u in urls if u != follower)
+        body = {"model": "assistant", "response_format": {"type": "json_object"},
+                "messages": [{"role": "user", "content": "weather as JSON"}]}
+        with httpx.Client(base_url=follower, headers={"authorization": f"Bearer {KEY}"}, timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _state(leader)["state"] == "running":
+                for _ in range(10):
+                    assert client.post("/v1/chat/completions", json=body).status_code == 200
+        state = _state(leader)
+    assert state["state"] == "rolled_back", state["verdict"]
+    assert "shadow_flips" in state["last_decision"]["reason"]
