@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]warning: quantgate.reference.train is running; timings will be "
                       "distorted by the competing CPU load[/yellow]")
     scheme = get_scheme(args.scheme) if args.scheme else None
-    dtype = args.dtype or (scheme.compute_dtype if scheme else "fp32")
+    dtype = args.dtype or (scheme.resolved_compute_dtype("cpu") if scheme else "fp32")
     if is_variant_dir(path):
         loaded = load_any(path)
     else:

@@ -172,7 +172,7 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
 
     scheme = get_scheme(scheme_name)
     t0 = time.perf_counter()
-    loaded = source.fresh(scheme.compute_dtype)
+    loaded = source.fresh(scheme.resolved_compute_dtype("cpu"))
     load_s = time.perf_counter() - t0
     plan_summary: dict[str, int] = {}
     quant_s = 0.0

@@ -63,7 +63,7 @@ def quantize(
                      "SCHEME may be 'none'). Repeatable; first match wins."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
-    dtype: Annotated[Optional[str], typer.Option(help="Compute dtype; default: the scheme's (bf16).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Compute dtype; default: the scheme's (auto: bf16 where the CPU has native bf16, else fp32).")] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle checkpoints (runs code from the file).")] = False,
 ) -> None:
     """Quantize MODEL with a scheme and write a variant directory with manifest.json."""
@@ -195,10 +195,10 @@ def schemes() -> None:
 
     from quantgate.quantize.schemes import SCHEMES
 
-    table = Table("scheme", "weight bits", "group", "activations", "compute", "description")
+    table = Table("scheme", "weight bits", "group", "activations", "compute (on this CPU)", "description")
     for s in SCHEMES.values():
-        table.add_row(s.name, str(s.weight_bits), str(s.group_size or "-"), s.activation,
-                      s.compute_dtype, s.description)
+        compute = s.compute_dtype if s.compute_dtype != "auto" else f"auto ({s.resolved_compute_dtype('cpu')})"
+        table.add_row(s.name, str(s.weight_bits), str(s.group_size or "-"), s.activation, compute, s.description)
     _console().print(table)
 
 

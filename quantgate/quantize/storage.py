@@ -30,7 +30,7 @@ from quantgate.errors import ManifestError, ModelLoadError, QuantgateError
 from quantgate.models.loading import LoadedModel, check_model_dir, load_model, load_tokenizer, resolve_dtype
 from quantgate.quantize.apply import QuantizeResult, quantize_model
 from quantgate.quantize.manifest import MANIFEST_NAME, Manifest, hash_model_dir, read_manifest
-from quantgate.quantize.schemes import Scheme, get_scheme
+from quantgate.quantize.schemes import SCHEMES, Scheme, get_scheme
 
 __all__ = ["is_variant_dir", "load_any", "load_variant", "quantize_to_dir", "save_variant"]
 
@@ -157,7 +157,9 @@ def quantize_to_dir(
 ) -> Manifest:
     """Load ``model_dir``, quantize it with ``scheme_name``, and write the variant to ``out_dir``.
 
-    ``dtype`` overrides the scheme's compute dtype (bf16 by default: the CPU kernels need it).
+    ``dtype`` overrides the scheme's compute dtype. By default it is ``Scheme.resolved_compute_dtype``,
+    raised to bf16 when a per-layer override uses a scheme that needs bf16 (int4 on CPU): one model
+    has one activation dtype.
     """
     scheme = get_scheme(scheme_name)
     scheme.check_device(device)
@@ -170,7 +172,11 @@ def quantize_to_dir(
     check_model_dir(model_dir, allow_pickle=allow_pickle)
     stage = on_stage or (lambda _s: None)
     stage("loading model")
-    loaded = load_model(model_dir, dtype=dtype or scheme.compute_dtype, device=device,
+    if dtype is None:
+        named = [SCHEMES[name] for _, name in overrides or [] if name in SCHEMES]  # unknown: quantize_model says
+        needs = {scheme.resolved_compute_dtype(device)} | {s.compute_dtype for s in named if s.quantizes}
+        dtype = "bf16" if "bf16" in needs else scheme.resolved_compute_dtype(device)
+    loaded = load_model(model_dir, dtype=dtype, device=device,
                         allow_pickle=allow_pickle)
     stage(f"quantizing to {scheme.name}")
     result = quantize_model(loaded.model, scheme, overrides or [], device=device)

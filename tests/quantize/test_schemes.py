@@ -8,12 +8,15 @@ broken kernel or a wrong config without flaking: int8 keeps ~46 dB, int4 ~19-25 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from quantgate.errors import QuantgateError, UnknownSchemeError, UnsupportedSchemeError
 from quantgate.quantize.apply import parse_override, plan_layers, quantize_model
-from quantgate.quantize.schemes import SCHEMES, get_scheme
+from quantgate.quantize import schemes
+from quantgate.quantize.schemes import SCHEMES, cpu_has_native_bf16, get_scheme
 
 SNR_BOUNDS_DB = {
     "int8wo": 40.0,
@@ -111,3 +114,34 @@ def test_scheme_record_round_trips() -> None:
         assert type(scheme).from_dict(scheme.to_dict()) == scheme
     with pytest.raises(UnknownSchemeError, match="unknown fields"):
         type(scheme).from_dict({**scheme.to_dict(), "bits": 3})
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(SNR_BOUNDS_DB) if SCHEMES[n].compute_dtype == "auto"])
+def test_auto_schemes_hold_their_bound_with_fp32_activations(name: str) -> None:
+    # what `auto` resolves to on a CPU without native bf16
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(256, 512, bias=False)
+    x = torch.randn(8, 256)
+    with torch.no_grad():
+        reference = layer(x)
+    model = torch.nn.Sequential(layer)
+    quantize_model(model, get_scheme(name))
+    with torch.no_grad():
+        out = model(x)
+    assert out.dtype == torch.float32
+    assert snr_db(reference, out) >= SNR_BOUNDS_DB[name]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse avx2 fma", "fp32"), ("fpu avx2 avx512f avx512_bf16", "bf16"), ("fpu amx_bf16 amx_tile", "bf16")])
+def test_auto_compute_dtype_follows_the_cpu(tmp_path: Path, flags: str, expected: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(str(cpuinfo)) is (expected == "bf16")
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))  # not Linux: fp32, always correct
+    monkeypatch.setattr(schemes, "cpu_has_native_bf16", lambda: expected == "bf16")
+    assert get_scheme("int8wo").resolved_compute_dtype("cpu") == expected
+    assert get_scheme("int8wo").resolved_compute_dtype("cuda:0") == "bf16"
+    assert get_scheme("int4wo-g32").resolved_compute_dtype("cpu") == "bf16"  # its CPU kernel needs bf16
+    assert get_scheme("fp32").resolved_compute_dtype("cpu") == "fp32"

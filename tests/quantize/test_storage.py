@@ -20,7 +20,7 @@ def _logits_after_quantizing(model_dir: Path, scheme: str, overrides: list[str] 
     from quantgate.quantize.apply import quantize_model
     from quantgate.quantize.schemes import get_scheme
 
-    loaded = load_model(model_dir, dtype=get_scheme(scheme).compute_dtype)
+    loaded = load_model(model_dir, dtype=get_scheme(scheme).resolved_compute_dtype("cpu"))
     quantize_model(loaded.model, get_scheme(scheme), [parse_override(o) for o in overrides or []])
     with torch.no_grad():
         return loaded.model(IDS).logits
@@ -66,8 +66,13 @@ def test_quantized_tied_head_is_untied_and_stays_correct(tiny_model_dir: Path, t
     embed = loaded.model.get_input_embeddings().weight
     assert type(loaded.model.lm_head.weight).__name__ == "Int8Tensor"
     assert type(embed.data) is torch.Tensor
-    source = load_model(tiny_model_dir, dtype="bf16").model.get_input_embeddings().weight
+    source = load_model(tiny_model_dir, dtype=loaded.dtype).model.get_input_embeddings().weight
     assert torch.equal(embed, source)
+
+
+def test_an_int4_override_raises_the_compute_dtype_to_bf16(tiny_model_dir: Path, tmp_path: Path) -> None:
+    manifest = quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "v", overrides=[("mlp", "int4wo-g32")])
+    assert manifest.compute_dtype == "bf16"  # one activation dtype per model, the one int4 needs
 
 
 def test_float_variant_keeps_tying(tiny_model_dir: Path, tmp_path: Path) -> None:
