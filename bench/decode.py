@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quantized-dtype", default=None, choices=["fp32", "bf16"],
+                    help="activations of the quantized schemes (default: each scheme's, `auto` resolved on this CPU; "
+                         "the figures in docs/benchmarks.md before 2026-11-28 are bf16)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny random model, 32+16 tokens, 1 repeat")
     ap.add_argument("--profile", action="store_true",
@@ -172,7 +175,8 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
 
     scheme = get_scheme(scheme_name)
     t0 = time.perf_counter()
-    loaded = source.fresh(scheme.resolved_compute_dtype("cpu"))
+    dtype = args.quantized_dtype if scheme.quantizes and args.quantized_dtype else scheme.resolved_compute_dtype("cpu")
+    loaded = source.fresh(dtype)
     load_s = time.perf_counter() - t0
     plan_summary: dict[str, int] = {}
     quant_s = 0.0
