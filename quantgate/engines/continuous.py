@@ -161,12 +161,14 @@ class RunningBatch:
             out = self.engine.model(input_ids=tokens, attention_mask=self._mask, position_ids=self._last,
                                     cache=self._cache, use_cache=True)
         rows = [self._rows[s] for s in live]
-        events, keep = self._take(rows, [self._tags[s] for s in live], out.logits[live, -1, :])  # type: ignore[arg-type]
-        for j, slot in enumerate(live):
-            if j not in keep:
-                self._rows[slot] = None
-        with torch.inference_mode():
-            self._tidy()
+        logits = out.logits[:, -1, :] if len(live) == len(self._rows) else out.logits[live, -1, :]
+        events, keep = self._take(rows, [self._tags[s] for s in live], logits)  # type: ignore[arg-type]
+        if len(keep) < len(live):  # only a row leaving can free columns or call for compaction
+            for j, slot in enumerate(live):
+                if j not in keep:
+                    self._rows[slot] = None
+            with torch.inference_mode():
+                self._tidy()
         return events
 
     def _tidy(self) -> None:
