@@ -3,8 +3,8 @@
 A static batch runs until its longest row ends, so one 200-token answer holds 15 finished slots
 idle and every request that arrives meanwhile waits for the whole batch. ``RunningBatch`` instead
 keeps up to ``capacity`` rows decoding together: ``join`` prefills new requests as a group
-(left-padded among themselves), samples their first token and merges their KV cache into the
-running one (``kvcache.merge``); ``step`` runs one decode step for every live row; a row that
+(left-padded among themselves), samples their first token and puts their KV rows into the
+running cache (over finished rows' slots, or below: ``kvcache.place``/``append``); ``step`` runs one decode step for every live row; a row that
 finishes leaves at once and its slot is free for the next ``join``.
 
 What it trades: each join is one extra forward call (the prefill of the joining group), so a
@@ -99,14 +99,7 @@ class RunningBatch:
                 refused.append(Event(tag, error=e))
         if not rows:
             return refused
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), width), self.engine.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids) :] = 1
-        ids, mask = ids.to(self.engine.device), mask.to(self.engine.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = kvcache.left_padded([r.prompt_ids for r in rows], self.engine.pad_id, self.engine.device)
         cache = kvcache.new_cache()
         with torch.inference_mode():
             out = self.engine.model(input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -164,9 +157,8 @@ class RunningBatch:
         logits = out.logits[:, -1, :] if len(live) == len(self._rows) else out.logits[live, -1, :]
         events, keep = self._take(rows, [self._tags[s] for s in live], logits)  # type: ignore[arg-type]
         if len(keep) < len(live):  # only a row leaving can free columns or call for compaction
-            for j, slot in enumerate(live):
-                if j not in keep:
-                    self._rows[slot] = None
+            for j in set(range(len(live))) - set(keep):
+                self._rows[live[j]] = None
             with torch.inference_mode():
                 self._tidy()
         return events
@@ -188,11 +180,9 @@ class RunningBatch:
         if first >= _TRIM_SLACK:
             self._mask = kvcache.trim(self._cache, self._mask, first)
 
-    def abort(self) -> list[Hashable]:
-        """Drop every row (after a failed forward); returns the tags of those that were live."""
-        tags = [t for r, t in zip(self._rows, self._tags) if r is not None]
+    def abort(self) -> None:
+        """Drop every row, after a failed forward left the cache in an unknown state."""
         self._reset()
-        return tags
 
     def _take(self, rows: list[_Row], tags: list[Hashable], logits: torch.Tensor) -> tuple[list[Event], list[int]]:
         """Sample one token per row from ``logits``; returns the events and the rows still generating."""

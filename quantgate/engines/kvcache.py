@@ -5,14 +5,15 @@ layer on every decode step: for 16 rows of a few hundred tokens that copy costs 
 attention itself on a CPU. ``GrowableLayer`` keeps keys and values in a buffer with spare
 capacity (doubled when full), so a step writes one column in place and hands attention a view.
 
-Rows are left-aligned per batch: every row's newest token sits in the last column, older columns
-of a shorter row are zero and masked out. ``merge`` joins a freshly prefilled group to a running
-one by left-padding the narrower side, ``select`` drops finished rows, and ``trim`` cuts leading
-columns that no remaining row uses, so a batch that has churned through many requests does not
-keep attending over the padding of requests long gone. Zero keys under a mask of 0 add exactly
-nothing to attention, which is why a row's greedy output does not depend on who it shares a batch
-with. The trade-off against a paged cache (vLLM) is memory: a batch holds ``rows x width`` slots
-even where rows are short; at the batch sizes a CPU engine runs (16) that waste is small.
+Rows are left-padded (``left_padded``): every row's newest token sits in the last column, the
+columns before a shorter row's first token are zero and masked out. ``place`` writes a freshly
+prefilled row over a finished one, ``widen`` left-pads the batch for a wider newcomer, ``append``
+adds rows below, ``select`` keeps some rows, and ``trim`` cuts leading columns that no remaining
+row uses, so a batch that has churned through many requests does not keep attending over the
+padding of requests long gone. Zero keys under a mask of 0 add exactly nothing to attention, which
+is why a row's greedy output does not depend on who it shares a batch with. The trade-off against
+a paged cache (vLLM) is memory: a batch holds ``rows x width`` slots even where rows are short; at
+the batch sizes a CPU engine runs (16) that waste is small.
 """
 
 from __future__ import annotations
@@ -20,9 +21,28 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-__all__ = ["GrowableLayer", "append", "new_cache", "place", "select", "trim", "widen"]
+__all__ = ["GrowableLayer", "append", "left_padded", "new_cache", "place", "select", "trim", "widen"]
 
 _MIN_CAPACITY = 64
+
+
+def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device | str,
+                rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, attention mask and position ids of ``prompts`` right-aligned in one batch.
+
+    ``rows`` (at least ``len(prompts)``) adds filler rows, as a compiled graph's fixed batch size
+    needs: each sees one pad token, which keeps its softmax finite.
+    """
+    width = max(len(p) for p in prompts)
+    rows = rows or len(prompts)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((rows, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    mask[len(prompts) :, -1] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 class GrowableLayer(DynamicLayer):
@@ -30,29 +50,27 @@ class GrowableLayer(DynamicLayer):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
-        self.length = 0
-        self._k = key_states.new_zeros((*key_states.shape[:2], 0, key_states.shape[-1]))
-        self._v = value_states.new_zeros((*value_states.shape[:2], 0, value_states.shape[-1]))
-        self.keys, self.values = self._k, self._v
+        self._hold(key_states.new_zeros((*key_states.shape[:2], 0, key_states.shape[-1])),
+                   value_states.new_zeros((*value_states.shape[:2], 0, value_states.shape[-1])), 0)
         self.is_initialized = True
+
+    def _hold(self, k: torch.Tensor, v: torch.Tensor, length: int) -> None:
+        """Take ``k``/``v`` as the buffers, ``length`` columns of them in use; the views follow."""
+        self._k, self._v, self.length = k, v, length
+        self.keys, self.values = k[:, :, :length], v[:, :, :length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,
                **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
+        start, end = self.length, self.length + key_states.shape[-2]
         if end > self._k.shape[-2]:
-            self._reserve(end)
-        self._k[:, :, self.length : end] = key_states
-        self._v[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+            capacity = max(end, 2 * self._k.shape[-2], _MIN_CAPACITY)
+            self._hold(_widen(self.keys, capacity, 0), _widen(self.values, capacity, 0), start)
+        self._k[:, :, start:end] = key_states
+        self._v[:, :, start:end] = value_states
+        self._hold(self._k, self._v, end)
         return self.keys, self.values
-
-    def _reserve(self, needed: int) -> None:
-        capacity = max(needed, 2 * self._k.shape[-2], _MIN_CAPACITY)
-        self._k = _widen(self._k[:, :, : self.length], capacity, left=0)
-        self._v = _widen(self._v[:, :, : self.length], capacity, left=0)
 
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0
@@ -60,9 +78,29 @@ class GrowableLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:  # copies the used columns only, with room for the next steps
             capacity = self.length + _MIN_CAPACITY
-            self._k = _widen(self._k[indices, :, : self.length], capacity, left=0)
-            self._v = _widen(self._v[indices, :, : self.length], capacity, left=0)
-            self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+            self._hold(_widen(self.keys[indices], capacity, 0), _widen(self.values[indices], capacity, 0), self.length)
+
+    def pad_left(self, extra: int, rows_below: GrowableLayer | None = None) -> None:
+        """Shift every row right by ``extra`` zero columns, optionally adding ``rows_below`` (right-aligned)."""
+        width = self.length + extra
+        capacity = width + _MIN_CAPACITY
+        k, v = _widen(self.keys, capacity, extra), _widen(self.values, capacity, extra)
+        if rows_below is not None:
+            left = width - rows_below.length
+            k = torch.cat([k, _widen(rows_below.keys, capacity, left)])
+            v = torch.cat([v, _widen(rows_below.values, capacity, left)])
+        self._hold(k, v, width)
+
+    def overwrite(self, dst: torch.Tensor, src: GrowableLayer, rows: torch.Tensor) -> None:
+        """Rows ``rows`` of ``src`` over rows ``dst`` of this layer, right-aligned; only those rows are written."""
+        n, width = src.length, self.length
+        for mine, theirs in ((self._k, src.keys), (self._v, src.values)):
+            mine[dst, :, : width - n] = 0
+            mine[dst, :, width - n : width] = theirs[rows]
+
+    def drop_leading(self, first: int) -> None:
+        """Forget the ``first`` columns: a view of the same buffers, no copy."""
+        self._hold(self._k[:, :, first:], self._v[:, :, first:], self.length - first)
 
 
 def _widen(t: torch.Tensor, capacity: int, left: int) -> torch.Tensor:
@@ -101,20 +139,14 @@ def select(cache: Cache, mask: torch.Tensor, keep: list[int]) -> torch.Tensor:
 def trim(cache: Cache, mask: torch.Tensor, first: int) -> torch.Tensor:
     """Drop the ``first`` leading columns (which no row may still need); a view, no copy."""
     for layer in _layers(cache):
-        layer._k, layer._v = layer._k[:, :, first:], layer._v[:, :, first:]
-        layer.length -= first
-        layer.keys, layer.values = layer._k[:, :, : layer.length], layer._v[:, :, : layer.length]
+        layer.drop_leading(first)
     return mask[:, first:]
 
 
 def widen(cache: Cache, mask: torch.Tensor, extra: int) -> torch.Tensor:
     """Left-pad every row by ``extra`` zero columns (a copy, with room for the next steps)."""
     for layer in _layers(cache):
-        capacity = layer.length + extra + _MIN_CAPACITY
-        layer._k = _widen(layer.keys, capacity, extra)
-        layer._v = _widen(layer.values, capacity, extra)
-        layer.length += extra
-        layer.keys, layer.values = layer._k[:, :, : layer.length], layer._v[:, :, : layer.length]
+        layer.pad_left(extra)
     return torch.nn.functional.pad(mask, (extra, 0))
 
 
@@ -125,17 +157,13 @@ def place(cache: Cache, mask: torch.Tensor, slots: list[int], joining: Cache, jo
     The joining group must be no wider than the cache (``widen`` first). Only the placed rows are
     copied, which is why a finished row's slot is reused rather than the batch rebuilt.
     """
-    width, theirs = mask.shape[1], _layers(joining)
-    n = joining_mask.shape[1]
+    width, n = mask.shape[1], joining_mask.shape[1]
     if n > width:
         raise ValueError(f"joining rows are {n} columns wide, the batch {width}")
     dst = torch.tensor(slots, dtype=torch.long, device=mask.device)
     src = torch.tensor(rows, dtype=torch.long, device=mask.device)
-    for a, b in zip(_layers(cache), theirs, strict=True):
-        a._k[dst, :, : width - n] = 0
-        a._v[dst, :, : width - n] = 0
-        a._k[dst, :, width - n : width] = b.keys[src]
-        a._v[dst, :, width - n : width] = b.values[src]
+    for a, b in zip(_layers(cache), _layers(joining), strict=True):
+        a.overwrite(dst, b, src)
     mask[dst] = 0
     mask[dst, width - n :] = joining_mask[src]
 
@@ -148,11 +176,6 @@ def append(cache: Cache, mask: torch.Tensor, joining: Cache, joining_mask: torch
     """
     width = max(mask.shape[1], joining_mask.shape[1])
     for a, b in zip(_layers(cache), _layers(joining), strict=True):
-        capacity = width + _MIN_CAPACITY
-        ka, kb = _widen(a.keys, capacity, width - a.length), _widen(b.keys, capacity, width - b.length)
-        va, vb = _widen(a.values, capacity, width - a.length), _widen(b.values, capacity, width - b.length)
-        a._k, a._v = torch.cat([ka, kb]), torch.cat([va, vb])
-        a.length = width
-        a.keys, a.values = a._k[:, :, :width], a._v[:, :, :width]
+        a.pad_left(width - a.length, rows_below=b)
     pad = lambda m: torch.nn.functional.pad(m, (width - m.shape[1], 0))  # noqa: E731
     return torch.cat([pad(mask), pad(joining_mask)])

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from quantgate.engines import kvcache
 from quantgate.engines.continuous import RunningBatch
 from quantgate.engines.sampling import StopMatcher, sample_next
 from quantgate.engines.types import (
@@ -275,20 +276,10 @@ class LocalEngine:
     # -- the forward passes ------------------------------------------------------------------
 
     def _stepper(self, rows: list[_Row], budget: int) -> Any:
-        """Coroutine: first yields the prefill's last logits, then one step per ``send(tokens)``."""
-        width = max(len(r.prompt_ids) for r in rows)
-        batch = len(rows)
-        if self.compile:
-            batch = next((b for b in BATCH_BUCKETS if b >= batch), batch)
-        ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((batch, width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids) :] = 1
-        mask[len(rows) :, -1] = 1  # bucket-filler rows: one visible pad token keeps softmax finite
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self._static_steps(ids, mask, positions, width + budget)
+        """The compiled path's coroutine: yields the prefill's last logits, then one step per ``send(tokens)``."""
+        bucket = next((b for b in BATCH_BUCKETS if b >= len(rows)), len(rows))
+        ids, mask, positions = kvcache.left_padded([r.prompt_ids for r in rows], self.pad_id, self.device, bucket)
+        return self._static_steps(ids, mask, positions, ids.shape[1] + budget)
 
     def _static_steps(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                       length: int) -> Any:

@@ -150,18 +150,18 @@ class LocalBatchingEngine:
             if closing and not waiting and not self._batch.live:
                 return
             joining = [waiting.popleft() for _ in range(min(self._batch.free, len(waiting)))]
+            running.update((id(j), j) for j in joining)  # before the join: a failed prefill must reach them too
             try:
                 events = self._batch.join([(id(j), GenerationRequest(j.prompt, j.params, j.submitted))
                                            for j in joining])
-                running.update((id(j), j) for j in joining)
                 if self._batch.live:
                     self.batch_sizes[self._batch.live] += 1
                 events += self._batch.step()
             except (RuntimeError, ValueError) as e:  # torch raises RuntimeError; the batch is lost
-                for lost in self._batch.abort() + [id(j) for j in joining]:
-                    job = running.pop(int(lost), None)  # type: ignore[call-overload]
-                    if job is not None:
-                        _deliver(job, error=e)
+                self._batch.abort()
+                for job in running.values():  # every job in flight was in the batch or joining it
+                    _deliver(job, error=e)
+                running.clear()
                 continue
             for event in events:
                 tag = int(event.tag)  # type: ignore[call-overload]

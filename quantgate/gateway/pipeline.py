@@ -414,14 +414,15 @@ class Pipeline:
                 self.admission[variant].release()
                 kind = e.kind if isinstance(e, EngineFailure) else "error"
                 msg = e.message if isinstance(e, EngineFailure) else f"{variant}: empty stream"
-                first_error = first_error or kind
+                if i == 0:
+                    first_error = kind
                 self.metrics.attempts.labels(variant, kind).inc()
                 if kind in on and i < len(rungs) - 1:
                     self._escalated(p, variant, rungs[i + 1], kind, msg)
                     continue
                 await self._settle(p, 0.0, 0)
                 self.metrics.requests.labels(p.route.name, variant, "502").inc()
-                self._observe_stream(p, variant, i + 1, first_error or kind, None, 0.0)
+                self._observe_stream(p, variant, i + 1, first_error, None, 0.0)
                 raise ApiError(504 if kind == "timeout" else 502, msg, "server_error", code=f"upstream_{kind}") from None
             return variant, self._relay(p, variant, first, it, i + 1, first_error)
         raise AssertionError("unreachable")
@@ -474,6 +475,7 @@ class Pipeline:
             return
         first: list[Failure] | str = first_error if first_error is not None else ([] if c is not None else "error")
         self._report_arm(p, first, c if attempts == 1 else None, answer, attempts, spent)
+
 
 def route_headers(p: Prepared, variant: str, escalations: int) -> dict[str, str]:
     """The ``x-quantgate-*`` headers every answer carries, buffered or streamed."""

@@ -174,8 +174,8 @@ def quantize_to_dir(
     stage("loading model")
     if dtype is None:
         named = [SCHEMES[name] for _, name in overrides or [] if name in SCHEMES]  # unknown: quantize_model says
-        needs = {scheme.resolved_compute_dtype(device)} | {s.compute_dtype for s in named if s.quantizes}
-        dtype = "bf16" if "bf16" in needs else scheme.resolved_compute_dtype(device)
+        int4_needs_bf16 = any(s.quantizes and s.compute_dtype == "bf16" for s in named)
+        dtype = "bf16" if int4_needs_bf16 else scheme.resolved_compute_dtype(device)
     loaded = load_model(model_dir, dtype=dtype, device=device,
                         allow_pickle=allow_pickle)
     stage(f"quantizing to {scheme.name}")

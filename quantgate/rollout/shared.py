@@ -92,31 +92,32 @@ class RedisRolloutStore:
         return [json.loads(x) for x in self.redis.lrange(self._keys(route)[2], 0, limit - 1)]
 
     def push_outcomes(self, route: str, outcomes: list[Outcome]) -> None:
-        if outcomes:
-            self.redis.rpush(self._keys(route)[3], *(json.dumps(astuple(o)) for o in outcomes))
+        self._push(self._keys(route)[3], [astuple(o) for o in outcomes])
 
     def drain_outcomes(self, route: str, limit: int = 10_000) -> list[Outcome]:
-        key = self._keys(route)[3]
+        return [Outcome(*x) for x in self._drain(self._keys(route)[3], limit)]
+
+    def push_shadows(self, route: str, shadows: list[tuple[bool, bool]]) -> None:
+        """Shadow comparisons (regression flip, agreed) a follower made, for the leader's judge."""
+        self._push(self._shadow_key(route), shadows)
+
+    def drain_shadows(self, route: str, limit: int = 10_000) -> list[tuple[bool, bool]]:
+        return [(bool(a), bool(b)) for a, b in self._drain(self._shadow_key(route), limit)]
+
+    def _shadow_key(self, route: str) -> str:
+        return f"{self.prefix}:rollout:{route}:shadows"
+
+    def _push(self, key: str, items: list[Any]) -> None:
+        if items:
+            self.redis.rpush(key, *(json.dumps(x) for x in items))
+
+    def _drain(self, key: str, limit: int) -> list[Any]:
+        """Take up to ``limit`` items off the front of the list ``key``, atomically."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.lrange(key, 0, limit - 1)
         pipe.ltrim(key, limit, -1)
         raw, _ = pipe.execute()
-        return [Outcome(*json.loads(x)) for x in raw]
-
-    def push_shadows(self, route: str, shadows: list[tuple[bool, bool]]) -> None:
-        """Shadow comparisons (regression flip, agreed) a follower made, for the leader's judge."""
-        if shadows:
-            self.redis.rpush(self._shadow_key(route), *(json.dumps(s) for s in shadows))
-
-    def drain_shadows(self, route: str, limit: int = 10_000) -> list[tuple[bool, bool]]:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.lrange(self._shadow_key(route), 0, limit - 1)
-        pipe.ltrim(self._shadow_key(route), limit, -1)
-        raw, _ = pipe.execute()
-        return [(bool(a), bool(b)) for a, b in (json.loads(x) for x in raw)]
-
-    def _shadow_key(self, route: str) -> str:
-        return f"{self.prefix}:rollout:{route}:shadows"
+        return [json.loads(x) for x in raw]
 
     def close(self) -> None:
         self.redis.close()
