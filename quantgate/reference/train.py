@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from quantgate.reference.circuits import tie_space_variants, wire_induction_head, wire_previous_token_head
 from quantgate.reference.corpus import KINDS, Example, generate, generate_kind
 from quantgate.reference.tokenizer import BOS, EOS, PAD, train_tokenizer, write_tokenizer_files
 
@@ -57,6 +58,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     prompt_loss_weight: float = 0.3
     wire_prev_token_head: bool = True
+    wire_induction_head: bool = False  # needs the previous-token head; see quantgate.reference.circuits
     threads: int = 2
     log_every: int = 25
     eval_every: int = 250
@@ -186,42 +188,6 @@ def heldout_metrics(model: Any, encoded: list[tuple[list[int], int]], pad_id: in
     return loss_sum / max(count, 1), hits / max(count, 1)
 
 
-def wire_previous_token_head(model: Any, const: float = 0.2, pairs: int = 10, contrast: float = 6.0) -> None:
-    """Initialise layer 0, head 0 of a Llama model as a previous-token head (before training).
-
-    Copying a value from the prompt needs an induction circuit: a head that writes "the token before
-    me" into each position, and a later head that matches the current token against it and copies
-    what followed. Neither half is useful alone, so gradient descent finds the pair slowly (a small
-    model on the chat corpus had not after 850 steps). Here the first half is built by hand:
-
-    * every token embedding gets the same value ``const`` in dimension 0, a constant feature a head
-      can read (with tied embeddings it adds the same amount to every logit, so it changes nothing
-      in the output distribution);
-    * the head's query and key read only that feature, on the ``pairs`` fastest RoPE frequencies,
-      with phases chosen so that the score ``sum_i a^2 cos((m - n - 1) theta_i)`` peaks at key
-      position ``n = m - 1``, ``contrast`` logits above the current and the one-before positions.
-
-    Training then only has to find the matching head, which has gradient from the first step. The
-    weights stay an ordinary ``LlamaForCausalLM``; training is free to change them.
-    """
-    emb = model.model.embed_tokens.weight
-    attn = model.model.layers[0].self_attn
-    hd = attn.head_dim
-    inv = model.model.rotary_emb.inv_freq[:pairs].double()
-    with torch.no_grad():
-        emb[:, 0] = const
-        cn = float(const / emb.pow(2).mean(1).sqrt().mean())  # the feature's size after RMSNorm
-        a = (contrast / (float((1 - inv.cos()).sum()) * attn.scaling)) ** 0.5
-        wq, wk = attn.q_proj.weight[:hd], attn.k_proj.weight[:hd]
-        for i in range(pairs):
-            for w in (wq, wk):  # pair i rotates dimensions i and i + hd/2 of the head
-                w[i].zero_()
-                w[i + hd // 2].zero_()
-            wq[i, 0] = a * float(inv[i].cos()) / cn
-            wq[i + hd // 2, 0] = -a * float(inv[i].sin()) / cn
-            wk[i, 0] = a / cn
-
-
 def _lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -253,6 +219,9 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
     model = build_model(cfg, bpe.get_vocab())
     if cfg.wire_prev_token_head:
         wire_previous_token_head(model)
+        if cfg.wire_induction_head:
+            tie_space_variants(model, bpe.get_vocab(), seed=cfg.seed + 1)
+            wire_induction_head(model, seed=cfg.seed + 1)
     model.train()
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]

@@ -157,26 +157,6 @@ def test_checks_reject_bad_outputs() -> None:
     assert is_refusal("Sorry, but I cannot help with that.") and not is_refusal("42.")
 
 
-def test_previous_token_head_is_wired_at_init() -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from quantgate.reference.train import wire_previous_token_head
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
-                                         attn_implementation="eager")).eval()
-    ids = torch.randint(0, 512, (2, 40))
-    before = model(input_ids=ids).logits.softmax(-1)
-    wire_previous_token_head(model)
-    out = model(input_ids=ids, output_attentions=True)
-    attn = out.attentions[0][:, 0]  # layer 0, head 0
-    on_previous = torch.stack([attn[:, i, i - 1] for i in range(1, 40)]).mean()
-    assert on_previous > 0.9
-    # the constant embedding feature is tied into the head: same shift for every logit
-    assert out.logits.shape == before.shape
-
-
 def test_copy_drills_are_training_only_and_checkable() -> None:
     train = generate(400, seed=3, split="train")
     assert any(e.kind == "copy" for e in train)
