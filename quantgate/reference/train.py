@@ -199,6 +199,8 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
     """Train per ``cfg`` and write the model directory ``cfg.out``; returns its path."""
     from transformers import AutoTokenizer, GenerationConfig
 
+    if cfg.wire_induction_head and not cfg.wire_prev_token_head:
+        raise ValueError("wire_induction_head needs wire_prev_token_head: the circuit's first half is that head")
     start = time.time()
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
