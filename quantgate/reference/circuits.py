@@ -15,7 +15,7 @@ after 1,700 steps. Here both halves are wired before training, in an ordinary
   current token's content, both on the slowest RoPE frequencies (so the match barely depends on
   distance), and its value/output copy the attended token's content towards its own logit (the
   embeddings are tied, so "towards the logit" is "along the embedding");
-* ``tie_space_variants``: byte-level BPE spells a word's first piece with its leading space in a
+* space variants (``vocab`` given): byte-level BPE spells a word's first piece with its leading space in a
   sentence (``ĠB``) and without it after a JSON quote (``B``); both get the same content, differing
   only along one shared "space" direction that the content projections ignore, so the circuit
   copies ``ĠB`` in the prompt as either spelling.
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["tie_space_variants", "wire_induction_head", "wire_previous_token_head"]
+__all__ = ["wire_induction_head", "wire_previous_token_head"]
 
 SPACE = "\u0120"  # byte-level BPE's mark for a leading space
 
@@ -81,42 +81,40 @@ def _layout(hidden: int, content: int, prev: int, seed: int) -> tuple[torch.Tens
     return b[:, :content], b[:, content:content + prev], b[:, content + prev]
 
 
-def tie_space_variants(model: Any, vocab: dict[str, int], *, seed: int = 1, content: int = 48, prev: int = 20,
-                       space_scale: float = 0.5) -> int:
-    """Give ``Ġword`` the embedding of ``word`` plus a shared space direction; returns how many pairs were tied."""
-    emb = model.model.embed_tokens.weight
-    _, _, space = _layout(emb.shape[1], content, prev, seed)
-    space = space.to(emb.dtype)
+def _tie_space_variants(emb: torch.Tensor, vocab: dict[str, int], space: torch.Tensor, scale: float) -> int:
+    """Give ``Ġword`` the embedding of ``word`` plus ``scale`` times the space direction; returns the pairs tied."""
     pairs = [(i, vocab[t[1:]]) for t, i in vocab.items() if t.startswith(SPACE) and len(t) > 1 and t[1:] in vocab]
-    with torch.no_grad():
-        size = float(emb[:, 1:].norm(dim=1).mean())
-        emb -= torch.outer(emb @ space, space)  # nothing else carries the space direction
-        for spaced, bare in pairs:
-            emb[spaced] = emb[bare] + space_scale * size * space
+    size = float(emb[:, 1:].norm(dim=1).mean())
+    emb -= torch.outer(emb @ space, space)  # nothing else carries the space direction
+    for spaced, bare in pairs:
+        emb[spaced] = emb[bare] + scale * size * space
     return len(pairs)
 
 
-def wire_induction_head(model: Any, *, seed: int = 1, content: int = 48, prev: int = 20, slow_pairs: int = 10,
-                        write: float = 4.0, match: float = 14.0, copy: float = 3.0,
-                        quiet_branches: bool = True) -> None:
+def wire_induction_head(model: Any, *, vocab: dict[str, int] | None = None, seed: int = 1, content: int = 48,
+                        prev: int = 20, slow_pairs: int = 10, write: float = 4.0, match: float = 14.0,
+                        copy: float = 3.0, space_scale: float = 0.5, quiet_branches: bool = True) -> int:
     """Wire layer 0 head 0's value/output and layer 1 head 0 into an induction circuit (see the module doc).
 
     Call after ``wire_previous_token_head``. ``content`` residual directions carry the token
     content the circuit reads; ``prev`` more hold the previous token's content that layer 0 writes
     (``write`` scales it); ``match`` is the attention-logit margin of a matching key over an
-    unrelated one; ``copy`` scales what the induction head writes.
+    unrelated one; ``copy`` scales what the induction head writes. With ``vocab`` (token -> id),
+    space variants are tied first, along a direction of the same layout; returns how many were.
     """
     emb = model.model.embed_tokens.weight
     hidden = emb.shape[1]
     l0, l1 = model.model.layers[0].self_attn, model.model.layers[1].self_attn
     hd = l0.head_dim
     pairs = min(slow_pairs, hd // 2)
-    u, w, _ = (m.to(emb.dtype) for m in _layout(hidden, content, prev, seed))
+    u, w, space = (m.to(emb.dtype) for m in _layout(hidden, content, prev, seed))
     q_rows = [i for i in range(hd // 2 - pairs, hd // 2)] + [i + hd // 2 for i in range(hd // 2 - pairs, hd // 2)]
     k = len(q_rows)
     if k > prev or k > content:
         raise ValueError(f"slow_pairs={slow_pairs} needs {k} content and prev directions")
+    width = min(content, hd)
     with torch.no_grad():
+        tied = _tie_space_variants(emb, vocab, space, space_scale) if vocab is not None else 0
         emb -= (emb @ w) @ w.T  # the prev subspace starts empty: what layer 0 writes there is the only signal
         # Layer 0 head 0: value = the first k content coordinates of the (normalised) previous token,
         # output = those coordinates written into the prev subspace.
@@ -129,12 +127,13 @@ def wire_induction_head(model: Any, *, seed: int = 1, content: int = 48, prev: i
             proj.weight[:hd].zero_()
         l1.q_proj.weight[q_rows] = u[:, :k].T
         l1.k_proj.weight[q_rows] = w[:, :k].T
-        l1.v_proj.weight[:content] = u.T[:hd]
+        l1.v_proj.weight[:width] = u[:, :width].T
         l1.o_proj.weight[:, :hd].zero_()
-        l1.o_proj.weight[:, :min(content, hd)] = copy * u[:, :min(content, hd)]
+        l1.o_proj.weight[:, :width] = copy * u[:, :width]
         if quiet_branches:
             _quiet_other_branches(model, hd)
         _scale_match(model, q_rows, match)
+    return tied
 
 
 def _quiet_other_branches(model: Any, hd: int) -> None:
@@ -160,32 +159,26 @@ def _scale_match(model: Any, q_rows: list[int], margin: float) -> None:
     from the untrained model on a repeated random sequence.
     """
     l1 = model.model.layers[1].self_attn
-    g = torch.Generator().manual_seed(0)
-    vocab = model.model.embed_tokens.weight.shape[0]
-    half = torch.randint(0, vocab, (4, 48), generator=g)
-    ids = torch.cat([half, half], dim=1)
-    scores: list[torch.Tensor] = []
+    n = 48  # the repeated sequence's length
+    half = torch.randint(0, model.model.embed_tokens.weight.shape[0], (4, n), generator=torch.Generator().manual_seed(0))
+    inputs: list[torch.Tensor] = []
 
     def hook(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        scores.append((args[0] if args else kwargs["hidden_states"]).detach())  # already normalised
+        inputs.append(args[0] if args else kwargs["hidden_states"])  # already normalised
 
     handle = l1.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        model(input_ids=ids)
+        model(input_ids=torch.cat([half, half], dim=1))
     finally:
         handle.remove()
-    h = scores[0]
     hd = l1.head_dim
-    q = h @ l1.q_proj.weight[:hd].T
-    kk = h @ l1.k_proj.weight[:hd].T
-    s = (q[:, 48:, q_rows] @ kk[:, :, q_rows].transpose(1, 2)) * l1.scaling  # no RoPE: slow pairs barely turn
-    n = s.shape[1]
-    target = torch.arange(n) + 1  # token 48+j matches key position j+1 (its previous token is token j)
-    hit = s[:, torch.arange(n), target].mean()
+    q = inputs[0] @ l1.q_proj.weight[:hd].T
+    k = inputs[0] @ l1.k_proj.weight[:hd].T
+    s = (q[:, n:, q_rows] @ k[:, :, q_rows].transpose(1, 2)) * l1.scaling  # no RoPE: slow pairs barely turn
+    rows, target = torch.arange(n), torch.arange(n) + 1  # token n+j matches key j+1 (whose previous token is j)
+    hit = s[:, rows, target].mean()
     mask = torch.ones_like(s, dtype=torch.bool)
-    mask[:, torch.arange(n), target] = False
-    miss = s[mask].mean()
-    factor = (margin / float(hit - miss)) ** 0.5
-    with torch.no_grad():
-        l1.q_proj.weight[q_rows] *= factor
-        l1.k_proj.weight[q_rows] *= factor
+    mask[:, rows, target] = False
+    factor = (margin / float(hit - s[mask].mean())) ** 0.5
+    l1.q_proj.weight[q_rows] *= factor
+    l1.k_proj.weight[q_rows] *= factor

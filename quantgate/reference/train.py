@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from quantgate.reference.circuits import tie_space_variants, wire_induction_head, wire_previous_token_head
+from quantgate.reference.circuits import wire_induction_head, wire_previous_token_head
 from quantgate.reference.corpus import KINDS, Example, generate, generate_kind
 from quantgate.reference.tokenizer import BOS, EOS, PAD, train_tokenizer, write_tokenizer_files
 
@@ -222,8 +222,7 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
     if cfg.wire_prev_token_head:
         wire_previous_token_head(model)
         if cfg.wire_induction_head:
-            tie_space_variants(model, bpe.get_vocab(), seed=cfg.seed + 1)
-            wire_induction_head(model, seed=cfg.seed + 1)
+            wire_induction_head(model, vocab=bpe.get_vocab(), seed=cfg.seed + 1)
     model.train()
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
