@@ -9,6 +9,8 @@ from quantgate.engines.local import LocalEngine
 from quantgate.engines.types import Generation, GenerationRequest, SamplingParams, TokenDelta
 from quantgate.errors import QuantgateError
 from quantgate.models import load_model
+from quantgate.quantize.apply import quantize_model
+from quantgate.quantize.schemes import get_scheme
 
 PROMPTS = ["hello there", "a", "the quick brown fox jumps over", "xyz 123", "what is love?", "Zebra!"]
 
@@ -155,3 +157,26 @@ def test_compiled_static_cache_matches_eager(tiny_model_dir: Path) -> None:
     eager = LocalEngine(loaded).generate(_requests(n_tokens=10))
     compiled = LocalEngine(loaded, compile=True).generate(_requests(n_tokens=10))
     assert [c.token_ids for c in compiled] == [e.token_ids for e in eager]
+
+
+def test_freezing_by_default_only_where_it_costs_no_weight_copy(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="bf16")
+    assert LocalEngine(loaded, compile=True).freeze is False  # a float model: the prepacked copy doubles it
+    assert LocalEngine(loaded, compile=True, freeze=True).freeze is True
+    quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")
+    assert LocalEngine(loaded, compile=True).freeze is True
+    assert LocalEngine(loaded, compile=True, freeze=False).freeze is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["bf16", "int8wo"])
+def test_frozen_compiled_step_matches_eager(tiny_model_dir: Path, scheme: str) -> None:
+    loaded = load_model(tiny_model_dir, dtype="bf16")
+    if scheme != "bf16":
+        quantize_model(loaded.model, get_scheme(scheme), device="cpu")
+    eager = LocalEngine(loaded).generate(_requests(n_tokens=10))
+    attention = loaded.model.config._attn_implementation
+    compiled = LocalEngine(loaded, compile=True, freeze=True).generate(_requests(n_tokens=10))
+    assert [c.token_ids for c in compiled] == [e.token_ids for e in eager]
+    # the decode step's eager attention is scoped to the step: prefill and scoring keep SDPA
+    assert loaded.model.config._attn_implementation == attention
