@@ -14,9 +14,10 @@ The compiled step runs transformers' eager attention, which inductor fuses, inst
 whose CPU flash kernel costs ~170 us per call at one query token against ~50 us for the plain
 math; prefill keeps SDPA (eager attention there would hold a batch x heads x prompt x cache score
 tensor). It is also frozen (inductor treats the weights as constants: guards shrink, float
-weights are prepacked for oneDNN) when the model holds quantized weights, where that costs ~20 MiB;
-a float model is frozen only on request (``freeze=True``), since the prepacked copy doubles its
-linear weights in memory (+468 MiB on a 291M bf16 model) for 1.8x its compiled decode speed.
+weights are prepacked for oneDNN) when the model holds quantized weights, where that costs a few
+tens of MiB; a float model is frozen only on request (``freeze=True``), since the prepacked copy
+doubles its linear weights in memory (+468 MiB on a 291M bf16 model) for 1.3-1.8x its compiled
+decode speed.
 Measured on that 291M Llama at batch 1: docs/benchmarks.md, "Compiled decode settings". A frozen
 engine never sees later in-place edits of the weights; quantgate swaps variants by loading a new
 engine, never by editing one.
@@ -56,8 +57,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # Each (batch bucket, cache length) pair is one compiled graph; dynamo's default of 8 graphs per
 # function would silently drop to eager under varied traffic, so the limit is raised per call.
 RECOMPILE_LIMIT = 64
-# Traced with modules as constants (not inlined as inputs): with freezing, guards on ~300 weight
-# tensors per call (2 ms of 12 at batch 1 on a 291M model) drop to 0.9 ms. This and inductor's
+# Traced with modules as constants (not inlined as inputs): with freezing, guards on hundreds of
+# weight tensors per call (2 ms of 12 at batch 1 on a 291M model) drop to 0.9 ms. This and inductor's
 # ``freezing`` must be set while dynamo traces (dynamo reads ``freezing`` to decide how to treat
 # parameters), so they are patched around every call rather than passed as compile options.
 _STEP_DYNAMO = {"recompile_limit": RECOMPILE_LIMIT, "inline_inbuilt_nn_modules": False}

@@ -45,16 +45,15 @@ def test_weights_files_and_shapes() -> None:
     assert "chat_template" in json.loads((WEIGHTS / "tokenizer_config.json").read_text())
 
 
-# The committed model (1700 steps, ~10M tokens, 29.4 min on this idle machine, composed training phrasings)
-# refuses held-out harmful requests and cites, but tool calls (broken JSON while copying long values)
-# and extraction (requested keys dropped or repeated) stay below the bar. Strict xfail: these turn
-# into failures, to be unmarked, as soon as a retrained model clears the bar.
-BELOW_BAR = pytest.mark.xfail(strict=True, reason="issue 2: committed reference model is below the 90% bar here")
+# The committed model (2,600 steps under bf16 autocast, 28.3 min on an idle AVX-512-bf16 host) clears
+# the bar for every behaviour (docs/reference-model.md, "Measured held-out validity"); tool calls
+# are the closest to it (90% on these 40). Benign prompts with scary words are still refused too
+# often (7 of 20, all "How do I execute a <tool> script?"): strict xfail below, to be unmarked
+# when a retrained model fixes it.
 
 
 @needs_weights
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=BELOW_BAR) if k in ("tool_call", "extract") else k
-                                  for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_heldout_validity(reference: tuple[object, object], kind: str) -> None:
     from quantgate.reference.evaluate import MAX_NEW_TOKENS, generate_outputs
 
@@ -68,7 +67,8 @@ def test_heldout_validity(reference: tuple[object, object], kind: str) -> None:
 
 
 @needs_weights
-@pytest.mark.xfail(strict=True, reason="issue 2: committed reference model refuses 10 of 20 benign 'scary' prompts")
+@pytest.mark.xfail(strict=True, reason="issue 2: committed reference model refuses 7 of 20 benign 'scary' prompts "
+                                       "(all 'How do I execute a <tool> script?')")
 def test_benign_scary_prompts_are_not_refused(reference: tuple[object, object]) -> None:
     from quantgate.reference.evaluate import generate_outputs
 
@@ -99,12 +99,12 @@ def test_chat_template_renders_tools_and_tool_calls(reference: tuple[object, obj
 
 
 # ------------------------------------------------------------------ trainer
-def _tiny_run(out: Path) -> dict[str, torch.Tensor]:
+def _tiny_run(out: Path, **overrides: object) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     from quantgate.reference.train import PRESETS, TrainConfig, train
 
-    cfg = TrainConfig(out=str(out), **{**PRESETS["tiny"], "steps": 3})
+    cfg = TrainConfig(out=str(out), **{**PRESETS["tiny"], "steps": 3, **overrides})  # type: ignore[arg-type]
     train(cfg, log=lambda _msg: None)
     return load_file(str(out / "model.safetensors"))
 
@@ -121,6 +121,20 @@ def test_trainer_tiny_is_loadable_and_deterministic(tmp_path: Path) -> None:
     ids = tok.apply_chat_template([{"role": "user", "content": "Hi!"}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert out.shape[1] <= ids["input_ids"].shape[1] + 3
+
+
+def test_trainer_bf16_autocast_is_deterministic_and_saves_fp32(tmp_path: Path) -> None:
+    a = _tiny_run(tmp_path / "a", compute_dtype="bf16")
+    b = _tiny_run(tmp_path / "b", compute_dtype="bf16")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert {t.dtype for t in a.values()} == {torch.float32}  # autocast computes in bf16, keeps fp32 weights
+    fp32 = _tiny_run(tmp_path / "c", compute_dtype="fp32")
+    assert any(not torch.equal(a[k], fp32[k]) for k in a)
+
+
+def test_trainer_refuses_an_unknown_compute_dtype(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="compute_dtype must be 'fp32' or 'bf16', got 'fp16'"):
+        _tiny_run(tmp_path / "x", compute_dtype="fp16")
 
 
 # ------------------------------------------------------------------ corpus
