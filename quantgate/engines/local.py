@@ -17,10 +17,9 @@ tensor). It is also frozen (inductor treats the weights as constants: guards shr
 weights are prepacked for oneDNN) when the model holds quantized weights, where that costs a few
 tens of MiB; a float model is frozen only on request (``freeze=True``), since the prepacked copy
 doubles its linear weights in memory (+468 MiB on a 291M bf16 model) for 1.3-1.8x its compiled
-decode speed.
-Measured on that 291M Llama at batch 1: docs/benchmarks.md, "Compiled decode settings". A frozen
-engine never sees later in-place edits of the weights; quantgate swaps variants by loading a new
-engine, never by editing one.
+decode speed. Measured on that 291M Llama at batch 1: docs/benchmarks.md, "Compiled decode
+settings". A frozen engine never sees later in-place edits of the weights; quantgate swaps
+variants by loading a new engine, never by editing one.
 """
 
 from __future__ import annotations
@@ -57,10 +56,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # Each (batch bucket, cache length) pair is one compiled graph; dynamo's default of 8 graphs per
 # function would silently drop to eager under varied traffic, so the limit is raised per call.
 RECOMPILE_LIMIT = 64
-# Inductor's ``freezing`` must be set while dynamo traces (dynamo reads it to decide whether
-# parameters are graph inputs, each guarded on every call, or constants: 2 ms against 0.9 ms of
-# guards per step at batch 1 on a 291M model), so it is patched around every call rather than
-# passed as a compile option.
+# What the compiled decode step attends with (prefill keeps the model's own, SDPA): module docstring.
 _STEP_ATTENTION = "eager"
 
 
@@ -344,6 +340,9 @@ class LocalEngine:
             tokens[slots, 0] = torch.tensor(feed, dtype=torch.long, device=ids.device)
             full_mask[:, cursor] = 1
             last = last + 1
+            # ``freezing`` must be set while dynamo traces (it decides whether parameters are graph
+            # inputs, each guarded on every call, or constants: 2 ms against 0.9 ms of guards per
+            # step at batch 1 on a 291M model), so it is patched here, not passed as a compile option.
             with (torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT),
                   torch._inductor.config.patch(freezing=self.freeze),
                   _attention(self.model.config, _STEP_ATTENTION)):

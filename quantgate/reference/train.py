@@ -209,6 +209,10 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
     if cfg.compute_dtype not in ("fp32", "bf16"):
         raise ValueError(f"compute_dtype must be 'fp32' or 'bf16', got {cfg.compute_dtype!r}")
     bf16 = cfg.compute_dtype == "bf16"
+
+    def autocast() -> torch.autocast:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
     start = time.time()
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -247,7 +251,7 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
         ids, mask, role = _collate(encoded, batches.pop(), pad_id)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast():
             loss, assistant_loss = _weighted_loss(model, ids, mask, role, cfg.prompt_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,7 +265,7 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
                 f"{el:.0f}s {seen_tokens / el:.0f} tok/s eta {el / (step + 1) * (cfg.steps - step - 1):.0f}s")
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             e0 = time.time()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with autocast():
                 h_loss, h_acc = heldout_metrics(model, heldout, pad_id)
             eval_s += time.time() - e0
             log(f"step {step + 1} held-out assistant loss {h_loss:.4f} token accuracy {h_acc:.1%}")
