@@ -121,7 +121,7 @@ def split_of(word: str) -> Split:
     return "heldout" if zlib.crc32(word.lower().encode()) % 5 == 0 else "train"
 
 
-def draw(rng: random.Random, split: Split, make: Callable[[], str]) -> str:
+def draw(split: Split, make: Callable[[], str]) -> str:
     """Call ``make`` until it returns a word of ``split`` (one try in five suffices for held-out, on average)."""
     while True:
         word = make()
@@ -136,14 +136,14 @@ def _raw_word(rng: random.Random, syllables: int) -> str:
 
 def syllable_word(rng: random.Random, split: Split, syllables: int = 2) -> str:
     """A pronounceable made-up capitalised word of ``split``."""
-    return draw(rng, split, lambda: _raw_word(rng, syllables))
+    return draw(split, lambda: _raw_word(rng, syllables))
 
 
 def person(rng: random.Random, split: Split) -> str:
     """A full name like ``Brakel Tomason``; both words belong to ``split``."""
     first = syllable_word(rng, split, rng.choice((1, 2, 2, 3)))
     n = rng.choice((1, 2, 2))
-    last = draw(rng, split, lambda: _raw_word(rng, n) + rng.choice(_SURNAME_ENDS))
+    last = draw(split, lambda: _raw_word(rng, n) + rng.choice(_SURNAME_ENDS))
     return f"{first} {last}"
 
 
@@ -154,7 +154,7 @@ def city(rng: random.Random, split: Split) -> str:
     n, suffix = rng.choice((1, 2)), rng.choice(_CITY_SUFFIXES)
     if suffix.startswith(" "):
         return syllable_word(rng, split, n) + suffix
-    return draw(rng, split, lambda: _raw_word(rng, n) + suffix)
+    return draw(split, lambda: _raw_word(rng, n) + suffix)
 
 
 def email(rng: random.Random, split: Split, name: str | None = None) -> str:
@@ -199,7 +199,7 @@ def event_title(rng: random.Random, split: Split) -> str:
 def ticker(rng: random.Random, split: Split) -> str:
     """A 2-5 letter ticker of ``split`` (split by hash like made-up words)."""
     n = rng.randint(2, 5)
-    return draw(rng, split, lambda: "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(n)))
+    return draw(split, lambda: "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(n)))
 
 
 def date_pair(rng: random.Random) -> tuple[str, str]:
