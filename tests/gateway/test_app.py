@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.fakes.upstream import Reply, completion, sse_events
 from tests.gateway.conftest import ADMIN, Rig
+from tests.waiting import wait_until
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
@@ -252,9 +252,13 @@ def test_admin_api(rig: Rig) -> None:
     r = httpx.get(rig.url + "/admin/variants", headers={"authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200 and [v["name"] for v in r.json()["variants"]] == ["int4", "int8", "bf16"]
     rig.client().chat.completions.create(model="assistant", messages=[{"role": "user", "content": "x"}])
-    time.sleep(0.5)  # the event log commits in the background
-    events = httpx.get(rig.url + "/admin/events?kind=route", headers={"authorization": f"Bearer {ADMIN}"}).json()
-    assert events["events"][0]["variant"] == "int4" and "route assistant" in events["events"][0]["reason"]
+    def events() -> list[dict[str, Any]]:  # the event log commits in the background
+        r = httpx.get(rig.url + "/admin/events?kind=route", headers={"authorization": f"Bearer {ADMIN}"})
+        return r.json()["events"]
+
+    assert wait_until(lambda: bool(events()))
+    first = events()[0]
+    assert first["variant"] == "int4" and "route assistant" in first["reason"]
 
 
 def test_budget_holds_under_200_concurrent_requests(rig_factory: Any) -> None:

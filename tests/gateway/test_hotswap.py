@@ -12,6 +12,7 @@ import httpx
 
 from tests.fakes.upstream import FakeUpstream, Reply, completion
 from tests.gateway.conftest import ADMIN, KEY, Rig
+from tests.waiting import wait_until
 
 ADMIN_AUTH = {"authorization": f"Bearer {ADMIN}"}
 
@@ -51,7 +52,7 @@ def test_replacing_a_variant_under_load_fails_no_request(rig_factory: Callable[.
             time.sleep(0.3)
             r = _put(rig, "int4", {"engine": "upstream", "url": new.url, "model": "fake"})
             assert r.status_code == 200 and r.json()["action"] == "replaced", r.text
-            time.sleep(0.3)
+            assert wait_until(lambda: len(new.requests) > 0)
             served_new = len(new.requests)
             old_count = len(rig.upstreams["int4"].requests)
             time.sleep(2.5)  # past the grace period: the old engine is closed
@@ -66,8 +67,7 @@ def test_adding_and_removing_a_rung_under_load(rig_factory: Callable[..., Rig]) 
         with traffic(rig) as statuses:
             r = _put(rig, "int2", {"engine": "upstream", "url": int2.url, "model": "fake", "position": 0})
             assert r.status_code == 200 and r.json()["ladder"] == ["int2", "int4", "int8", "bf16"]
-            time.sleep(0.4)
-            assert len(int2.requests) > 0  # the lowest rung is the route's default
+            assert wait_until(lambda: len(int2.requests) > 0)  # the lowest rung is the route's default
             gone = httpx.delete(rig.url + "/admin/variants/int2", headers=ADMIN_AUTH)
             assert gone.status_code == 200 and gone.json()["ladder"] == ["int4", "int8", "bf16"]
             after = len(int2.requests)
