@@ -77,6 +77,7 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         raise ValueError(f"no engine for variant(s) {', '.join(missing)}")
     metrics = metrics or GatewayMetrics()
     events = events or EventLog(config.events.path, config.events.retention_days, config.events.max_rows)
+    metrics.track_event_log(lambda: events.dropped)
     admin_key = admin_key if admin_key is not None else os.environ.get(config.server.admin_key_env)
     admin_digest = hashlib.sha256(admin_key.encode()).hexdigest() if admin_key else None
     if tracer_provider is None and config.tracing.otlp_endpoint:

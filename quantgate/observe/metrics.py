@@ -70,11 +70,16 @@ class GatewayMetrics:
                                     registry=r)
         self.in_flight = Gauge(p + "in_flight", "Requests holding an engine slot", ["variant"], registry=r)
         self.queue_depth = Gauge(p + "queue_depth", "Requests waiting for an engine slot", ["variant"], registry=r)
+        self.event_log_dropped = Gauge(p + "event_log_dropped", "Events dropped since start because the event "
+                                       "log's writer fell behind", registry=r)
 
     def track_queue(self, variant: str, in_flight: Callable[[], int], queued: Callable[[], int]) -> None:
         """Read the admission state at scrape time instead of updating gauges on every request."""
         self.in_flight.labels(variant).set_function(in_flight)
         self.queue_depth.labels(variant).set_function(queued)
+
+    def track_event_log(self, dropped: Callable[[], int]) -> None:
+        self.event_log_dropped.set_function(dropped)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -45,6 +45,7 @@ def test_models_health_and_metrics(rig: Rig) -> None:
     assert httpx.get(rig.url + "/readyz").status_code == 200
     text = httpx.get(rig.url + "/metrics").text
     assert "quantgate_requests_total" in text and "quantgate_queue_depth" in text
+    assert "\nquantgate_event_log_dropped 0.0\n" in text
 
 
 def test_risk_header_sets_a_precision_floor(rig: Rig) -> None:
