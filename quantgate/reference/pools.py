@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 __all__ = [
     "Split",
@@ -33,6 +33,7 @@ __all__ = [
     "draw",
     "email",
     "event_title",
+    "of_split",
     "person",
     "phone",
     "pick_template",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 Split = Literal["train", "heldout"]
+T = TypeVar("T")
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "dr", "gr", "kr", "st",
            "tr", "sh", "th", "ch", "pl", "fl", "h", "c", "sl", "pr", "z", "j", "qu", "y", "w")
@@ -110,10 +112,14 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
           "October", "November", "December")
 
 
+def of_split(items: Sequence[T], split: Split) -> list[T]:
+    """The items of ``split``: every fifth (index % 5 == 4) is held out, the rest is for training."""
+    return [t for i, t in enumerate(items) if (i % 5 == 4) == (split == "heldout")]
+
+
 def pick_template(rng: random.Random, templates: Sequence[str], split: Split) -> str:
-    """Pick a template of ``split``: index % 5 == 4 is held out, the rest is for training."""
-    chosen = [t for i, t in enumerate(templates) if (i % 5 == 4) == (split == "heldout")]
-    return rng.choice(chosen)
+    """Pick a template of ``split`` (see ``of_split``)."""
+    return rng.choice(of_split(templates, split))
 
 
 def split_of(word: str) -> Split:

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 
 from quantgate.reference import pools
-from quantgate.reference.pools import Split, pick_template
+from quantgate.reference.pools import Split, of_split, pick_template
 
 __all__ = ["ShortAnswer", "short_answer"]
 
@@ -143,11 +143,11 @@ def short_answer(rng: random.Random, split: Split) -> ShortAnswer:
         return ShortAnswer(pick_template(rng, _REPEAT, split).format(w=phrase), phrase, phrase,
                            tuple(w for w in words if w not in _WORDS), ())
     if r < 0.88:
-        prompt, answer = rng.choice([g for i, g in enumerate(_GREETINGS) if (i % 5 == 4) == (split == "heldout")])
+        prompt, answer = rng.choice(of_split(_GREETINGS, split))
         return ShortAnswer(prompt, answer, None, (), ())
     # Training also sees the scary verbs in plain technical requests (_BENIGN_SCARY_TRAIN), so what it
     # learns is that intent, not the word, decides a refusal.
-    pool = [g for i, g in enumerate(_BENIGN_SCARY) if (i % 5 == 4) == (split == "heldout")]
+    pool = of_split(_BENIGN_SCARY, split)
     if split == "train":
         pool += list(_BENIGN_SCARY_TRAIN)
     question, answer = rng.choice(pool)

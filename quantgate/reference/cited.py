@@ -1,0 +1,105 @@
+"""Answers from numbered sources for the reference corpus.
+
+``cited_answer(rng, split)`` gives a prompt with two to five numbered sources (``[1] Mount X is 3222
+meters tall.``) and one or two questions; the gold answer restates each asked fact and cites it:
+``Mount X is 3222 meters tall [1].`` Question phrasings are split like templates (the third phrasing
+of each fact is held out); entities come from ``pools``.
+
+Citing is what the model learns worst: the committed model copies the right sentence but cites a
+number near chance, on training prompts as much as on held-out ones (docs/reference-model.md, with
+the drills tried against it on 2026-11-29 and why they were not kept). The trade-off of nine fixed
+fact types is narrow language, bought for exact grading of values and source numbers.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from quantgate.reference import pools
+from quantgate.reference.pools import Split, pick_template
+
+__all__ = ["CitedAnswer", "cited_answer"]
+
+
+class Fact(NamedTuple):
+    """One source sentence, the questions it answers, the answer sentence and its value."""
+
+    source: str
+    questions: list[str]
+    answer: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CitedAnswer:
+    """A prompt with numbered sources, its gold answer, what a grader checks, entities and tags."""
+
+    prompt: str
+    answer: str
+    expected: dict[str, Any]
+    entities: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+def _fact(rng: random.Random, split: Split) -> Fact:
+    """A random fact of one of nine types (a founding year, a population, a CEO, a bridge's length ...)."""
+    e = pools.syllable_word(rng, split, rng.choice((2, 3)))
+    y, n = rng.randint(1700, 2023), rng.randint(12, 98000)
+    r = rng.randrange(9)
+    if r == 0:
+        return Fact(f"{e} was founded in {y}.", [f"When was {e} founded?", f"In what year was {e} founded?", f"What year was {e} founded?"],
+                f"{e} was founded in {y}", str(y))
+    if r == 1:
+        return Fact(f"The town of {e} has {n} residents.", [f"How many residents does {e} have?", f"What is the population of {e}?", f"How many people live in {e}?"],
+                f"{e} has {n} residents", str(n))
+    if r == 2:
+        p, c = pools.person(rng, split), pools.company(rng, split)
+        return Fact(f"{p} is the CEO of {c}.", [f"Who is the CEO of {c}?", f"Who leads {c}?", f"Who runs {c}?"],
+                f"{p} is the CEO of {c}", p)
+    if r == 3:
+        c, ci = pools.company(rng, split), pools.city(rng, split)
+        return Fact(f"{c} is headquartered in {ci}.", [f"Where is {c} headquartered?", f"In which city is {c} based?", f"Where is the headquarters of {c}?"],
+                f"{c} is headquartered in {ci}", ci)
+    if r == 4:
+        m = rng.randint(40, 4000)
+        return Fact(f"The {e} Bridge is {m} meters long.", [f"How long is the {e} Bridge?", f"What is the length of the {e} Bridge?", f"How many meters long is the {e} Bridge?"],
+                f"The {e} Bridge is {m} meters long", str(m))
+    if r == 5:
+        h = rng.randint(300, 8800)
+        return Fact(f"Mount {e} is {h} meters tall.", [f"How tall is Mount {e}?", f"What is the height of Mount {e}?", f"How high is Mount {e}?"],
+                f"Mount {e} is {h} meters tall", str(h))
+    if r == 6:
+        d = rng.randint(3, 60)
+        return Fact(f"A ticket to the {e} Museum costs {d} dollars.", [f"How much is a ticket to the {e} Museum?", f"What does a {e} Museum ticket cost?", f"How many dollars is a ticket to the {e} Museum?"],
+                f"A ticket to the {e} Museum costs {d} dollars", str(d))
+    if r == 7:
+        w = rng.randint(2, 400)
+        return Fact(f"An explosion at the {e} plant in {y} injured {w} workers.", [f"How many workers were injured in the {e} plant explosion?", f"How many people were hurt in the explosion at the {e} plant?", f"What was the injury count of the {e} plant explosion?"],
+                f"The explosion at the {e} plant injured {w} workers", str(w))
+    return Fact(f"The {e} virus outbreak in {y} infected {n} people.", [f"How many people did the {e} virus outbreak infect?", f"How many infections did the {e} outbreak cause?", f"How many people caught the {e} virus?"],
+            f"The {e} virus outbreak infected {n} people", str(n))
+
+
+_CITED = ("Sources:\n{s}\n\nQuestion: {q}", "{s}\n\nUsing the sources above, answer: {q}",
+          "Answer using only these sources and cite them.\n{s}\nQ: {q}", "Here are some documents:\n{s}\n{q} Cite your source.",
+          "Read the sources and answer with citations.\n{s}\nQuestion: {q}", "{q}\nSources:\n{s}",
+          "Context:\n{s}\n\n{q}", "Based on these sources:\n{s}\nanswer this: {q}", "{s}\n{q} Use [n] citations.",
+          "Use the numbered sources to answer.\n{s}\nQuestion: {q}")
+
+
+def cited_answer(rng: random.Random, split: Split) -> CitedAnswer:
+    """Sources, one or two questions about them, and the answer that cites each fact it uses."""
+    facts = [_fact(rng, split) for _ in range(rng.randint(2, 5))]
+    asked = rng.sample(range(len(facts)), 2 if rng.random() < 0.2 else 1)
+    sources = "\n".join(f"[{i + 1}] {f.source}" for i, f in enumerate(facts))
+    # Question phrasings are split like templates: the third phrasing of each fact is held out.
+    qs = [facts[i].questions[2] if split == "heldout" else rng.choice(facts[i].questions[:2]) for i in asked]
+    question = qs[0] if len(qs) == 1 else qs[0] + " Also, " + qs[1][0].lower() + qs[1][1:]
+    answer = " ".join(f"{facts[i].answer} [{i + 1}]." for i in asked)
+    scary = any("explosion" in facts[i].source or "virus" in facts[i].source for i in asked)
+    prompt = pick_template(rng, _CITED, split).format(s=sources, q=question)
+    expected = {"sources": [i + 1 for i in asked], "n_sources": len(facts), "values": [facts[i].value for i in asked]}
+    return CitedAnswer(prompt, answer, expected, tuple(f.value for f in facts if not f.value.isdigit()),
+                       ("scary",) if scary else ())
