@@ -8,6 +8,7 @@ only local variants pull in the model stack, when they are built.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -72,6 +73,11 @@ def serve(config: GatewayConfig, host: str | None = None, port: int | None = Non
     from quantgate.gateway.app import create_app
 
     app = create_app(config, build_engines(config))
+    # A full collection scans every object alive, and what the imports and the app leave behind
+    # (torch, pydantic, prometheus) lives as long as the process: 43-46 ms pauses, the whole p99 at
+    # c16 (2026-11-29, docs/benchmarks.md). Frozen, they are never scanned again.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host or config.server.host, port=port if port is not None else config.server.port,
                 log_level="warning", access_log=False)
 
