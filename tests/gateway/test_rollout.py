@@ -14,6 +14,7 @@ import httpx
 
 from tests.fakes.upstream import Reply, completion, sse_events
 from tests.gateway.conftest import ADMIN, KEY, Rig
+from tests.waiting import wait_until
 
 GOOD = '{"city": "Oslo", "days": 3}'
 
@@ -121,8 +122,12 @@ def test_drift_in_prompt_length_is_reported(rig_factory: Callable[..., Rig], tmp
     rig = rig_factory(drift={"reference_size": 120, "window": 60, "check_every": 10})
     rng = random.Random(1)
     auth = {"authorization": f"Bearer {KEY}"}
+    admin = {"authorization": f"Bearer {ADMIN}"}
     with httpx.Client(base_url=rig.url, headers=auth, timeout=10) as client:
         for i in range(300):
+            if i == 150:  # the reference is in; calibration runs on a background thread, slowly under load
+                assert wait_until(lambda: httpx.get(rig.url + "/admin/drift", headers=admin).json()
+                                  ["routes"]["assistant"]["calibrated"], timeout_s=60)
             words = rng.randint(5, 15) if i < 150 else rng.randint(60, 90)
             r = client.post("/v1/chat/completions", json={"model": "assistant", "messages": [
                 {"role": "user", "content": " ".join(["word"] * words)}]})
@@ -152,7 +157,7 @@ def test_shadow_replays_flag_json_breakage_and_roll_back(rig_factory: Callable[.
     rig.replies["bf16"] = lambda body: Reply(body=completion(GOOD))
     _drive(rig, 1500, lambda: _rollout_state(rig)["state"] != "running")
     state = _rollout_state(rig)
-    assert state["state"] == "rolled_back" and "shadow_flips" in state["last_decision"]["reason"], state
+    assert state["state"] == "rolled_back" and "shadow_flips" in state["last_decision"]["reason"], state["last_decision"]
     ev = state["decisions"][0]["evidence"]["shadow_flips"]
     assert ev["regression_flips"] > 0 and ev["shadowed"] >= ev["regression_flips"]
     metrics = httpx.get(rig.url + "/metrics").text
