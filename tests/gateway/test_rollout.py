@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,14 +137,11 @@ def test_drift_in_prompt_length_is_reported(rig_factory: Callable[..., Rig], tmp
     assert drift["alerts"][0]["feature"] == "prompt_tokens"
     metrics = httpx.get(rig.url + "/metrics").text
     assert 'quantgate_drift_alerts_total{feature="prompt_tokens",route="assistant"} 1.0' in metrics
-    deadline = time.monotonic() + 5  # the event log commits from its writer thread
-    while time.monotonic() < deadline:
-        events = httpx.get(rig.url + "/admin/events?kind=drift", headers={"authorization": f"Bearer {ADMIN}"}).json()
-        if any("prompt_tokens" in e["reason"] for e in events["events"]):
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("no drift event was logged")
+    def drift_logged() -> bool:  # the event log commits from its writer thread
+        events = httpx.get(rig.url + "/admin/events?kind=drift", headers=admin).json()["events"]
+        return any("prompt_tokens" in e["reason"] for e in events)
+
+    assert wait_until(drift_logged, timeout_s=5), "no drift event was logged"
 
 
 def test_shadow_replays_flag_json_breakage_and_roll_back(rig_factory: Callable[..., Rig], tmp_path: Path) -> None:
