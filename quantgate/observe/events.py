@@ -5,9 +5,10 @@ Requests only append to an in-memory deque (no lock, no wake-up); a writer threa
 or beyond ``max_rows``, so the file stays bounded and a slow disk never shows in request latency.
 A ``queue.Queue`` was used first: every ``put`` notified the writer, which woke, took the GIL from
 the event loop and committed a handful of rows (py-spy put a sixth of the gateway's samples there,
-GIL waits included; end to end the change saved ~5% CPU per request, docs/benchmarks.md). The trade-offs: up to ``flush_s`` of events is lost if the
-process is killed, which an audit trail of routing reasons can afford, and past ``max_pending``
-unwritten events new ones are dropped (and counted) rather than held in unbounded memory.
+GIL waits included; end to end the change saved ~5% CPU per request, docs/benchmarks.md).
+The trade-offs: up to ``flush_s`` of events is lost if the process is killed, which an audit trail
+of routing reasons can afford, and past ``max_pending`` unwritten events new ones are dropped (and
+counted) rather than held in unbounded memory.
 """
 
 from __future__ import annotations

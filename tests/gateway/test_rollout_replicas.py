@@ -18,6 +18,7 @@ from quantgate.gateway.app import create_app
 from quantgate.gateway.server import build_engines, serving
 from tests.fakes.upstream import FakeUpstream, Reply, completion
 from tests.gateway.conftest import ADMIN, KEY, base_config
+from tests.waiting import wait_until
 
 GOOD = '{"city": "Oslo", "days": 3}'
 
@@ -83,7 +84,8 @@ def test_two_replicas_share_one_rollout_and_one_decision(replicas: tuple[list[st
                 for _ in range(10):
                     assert client.post("/v1/chat/completions", json=body).status_code == 200
             i += 1
-        time.sleep(1.2)  # followers apply the shared state within a tick (0.5 s)
+        # followers apply the shared state within a tick (0.5 s); poll, since a loaded machine is slower
+        wait_until(lambda: len({_state(u)["state"] for u in urls}) == 1, timeout_s=10)
         states = [_state(u) for u in urls]
     finally:
         for client in clients:
@@ -106,7 +108,7 @@ def test_a_replica_without_the_lease_cannot_decide(replicas: tuple[list[str], li
                json={"model": "assistant", "messages": [{"role": "user", "content": "hi"}]})
     httpx.post(urls[1] + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
                json={"model": "assistant", "messages": [{"role": "user", "content": "hi"}]})
-    time.sleep(1.2)
+    assert wait_until(lambda: any(app.state.replica_syncs["assistant"].leader for app in apps), timeout_s=10)
     follower = next(u for u, app in zip(urls, apps) if not app.state.replica_syncs["assistant"].leader)
     r = httpx.post(follower + "/admin/rollout", headers={"authorization": f"Bearer {ADMIN}"}, json={"action": "pause"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_leader"
@@ -118,7 +120,7 @@ def test_a_followers_shadow_comparisons_reach_the_leaders_judge(redis_url: str, 
     # only on comparisons the follower made and shipped
     with _replicas(redis_url, tmp_path, shadow={"share": 1.0},
                    guards=[{"metric": "shadow_flips", "floor": 0.02}]) as (urls, apps):
-        time.sleep(1.2)  # one replica takes the lease
+        assert wait_until(lambda: any(app.state.replica_syncs["assistant"].leader for app in apps), timeout_s=10)
         follower = next(u for u, app in zip(urls, apps) if not app.state.replica_syncs["assistant"].leader)
         leader = next(u for u in urls if u != follower)
         body = {"model": "assistant", "response_format": {"type": "json_object"},
