@@ -311,6 +311,16 @@ class GatewayConfig(_Model):
     drift: DriftConfig = DriftConfig()
     rollout_state: str | None = ".quantgate/rollouts.sqlite"  # SQLite file; with state.backend redis, Redis
 
+    def with_hashed_keys(self) -> GatewayConfig:
+        """This config with every tenant key (plaintext or from the environment) kept only as its SHA-256 digest.
+
+        The app and its pipeline hold this copy, so nothing they keep (or could log or expose) has a
+        plaintext key; keys from ``key_env`` of course stay in the process environment.
+        """
+        tenants = [t.model_copy(update={"keys": [], "key_env": [], "key_sha256": sorted(set(t.key_digests()))})
+                   for t in self.tenants]
+        return self.model_copy(update={"tenants": tenants})
+
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:
         names = [v.name for v in self.variants]

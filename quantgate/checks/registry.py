@@ -43,7 +43,8 @@ class CheckEnv:
     like ``--allow-pickle``. ``count_tokens``: a tokenizer for ``token-count`` when lines carry no
     ``usage``. ``refusal_detector``: an object with ``probability(text) -> float``; None loads the
     default (learned if its model is installed, else the pattern fallback) on first use.
-    ``memo`` caches anything expensive to build (compiled JSON Schemas, imported user files).
+    ``memo`` caches anything expensive to build (compiled JSON Schemas, imported user files), up to
+    ``MEMO_LIMIT`` entries.
     """
 
     def __init__(self, *, allow_python: bool = False, count_tokens: Callable[[str], int] | None = None,
@@ -54,10 +55,14 @@ class CheckEnv:
         self.base_dir = base_dir
         self._memo: dict[Hashable, Any] = {}
 
+    MEMO_LIMIT = 4096  # a gateway compiles every request's own schemas: clients must not grow it without bound
+
     def memo(self, key: Hashable, build: Callable[[], T]) -> T:
         try:
             return self._memo[key]  # type: ignore[no-any-return]
         except KeyError:
+            if len(self._memo) >= self.MEMO_LIMIT:
+                del self._memo[next(iter(self._memo))]  # oldest first: a schema still in use just compiles again
             value = self._memo[key] = build()
             return value
 

@@ -31,7 +31,7 @@ from quantgate.checks.text import type_name
 from quantgate.checks.tool_parsing import ToolCall
 from quantgate.checks.types import Outcome, Output
 
-__all__ = ["TOOL_CHECKS", "normalize_string", "tool_name", "tool_parameters"]
+__all__ = ["TOOL_CHECKS", "closed_schema", "normalize_string", "tool_name", "tool_parameters"]
 
 _SCHEMA_CODES = {"required": "tool_call.missing_required", "type": "tool_call.type_error",
                  "enum": "tool_call.enum_mismatch", "const": "tool_call.enum_mismatch",
@@ -55,7 +55,8 @@ def tool_parameters(tool: dict[str, Any]) -> Any:
     return fn.get("parameters", {"type": "object", "properties": {}})
 
 
-def _closed(schema: Any) -> Any:
+def closed_schema(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` added to an object schema that says nothing of extra keys."""
     if (isinstance(schema, dict) and schema.get("type") == "object"
             and not any(k in schema for k in _OPEN_KEYWORDS)):
         return {**schema, "additionalProperties": False}
@@ -76,7 +77,7 @@ def _compile_tools(tools: Any, ctx: CompileContext, field: str, from_value: bool
         if name is None:
             raise fail('a tool is {"type": "function", "function": {"name": ..., "parameters": ...}}', f"[{i}]")
         try:
-            validators[name] = compile_schema(_closed(tool_parameters(tool)), ctx.env)
+            validators[name] = compile_schema(closed_schema(tool_parameters(tool)), ctx.env)
         except SchemaError as exc:
             raise fail(str(exc), f"[{i}].function.parameters") from None
     return validators

@@ -180,6 +180,17 @@ class RunningBatch:
         if first >= _TRIM_SLACK:
             self._mask = kvcache.trim(self._cache, self._mask, first)
 
+    def drop(self, tags: set[Hashable]) -> None:
+        """Stop the rows of ``tags`` (their callers went away) without an event: their slots free at once."""
+        hit = False
+        for s, tag in enumerate(self._tags):
+            if self._rows[s] is not None and tag in tags:
+                self._rows[s] = None
+                hit = True
+        if hit:
+            with torch.inference_mode():
+                self._tidy()
+
     def abort(self) -> None:
         """Drop every row, after a failed forward left the cache in an unknown state."""
         self._reset()

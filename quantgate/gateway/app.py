@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -62,6 +62,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _ClosingStream(StreamingResponse):
+    """A streaming response that runs ``closer`` when it ends however it ends, even before its first byte.
+
+    The relay's own ``finally`` only runs once iteration starts; a client that leaves in between
+    would otherwise keep an engine slot and a budget reservation forever.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], closer: Callable[[], Awaitable[None]], **kw: Any):
+        super().__init__(content, **kw)
+        self._closer = closer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._closer()
+
+
 def _sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
@@ -72,6 +90,7 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
                rollout_store: RolloutStore | None = None, clock: Callable[[], float] = time.time,
                engine_factory: Callable[[Any], GatewayEngine] | None = None) -> Starlette:
     """Build the gateway app. ``engines`` maps every variant name to its engine (see ``build_engines``)."""
+    config = config.with_hashed_keys()
     missing = [v.name for v in config.variants if v.name not in engines]
     if missing:
         raise ValueError(f"no engine for variant(s) {', '.join(missing)}")
@@ -117,12 +136,17 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
     async def _chat(request: Request) -> Response:
         try:
             body = parse_chat_request(await _read_body(request, body_limit))
+        except ApiError as e:
+            metrics.requests.labels("-", "-", str(e.status)).inc()
+            return _error(e)
+        try:
             prepared = await pipeline.prepare(body, request.headers)
             if body.stream and not prepared.validates:
-                variant, pieces = await pipeline.stream(prepared)
-                return StreamingResponse(_relay_sse(prepared, variant, pieces, metrics), media_type="text/event-stream",
-                                         headers={**_SSE_HEADERS, **route_headers(prepared, variant,
-                                                                                  prepared.decision.ladder.index(variant))})
+                variant, relay = await pipeline.stream(prepared)
+                return _ClosingStream(_relay_sse(prepared, variant, relay, metrics), relay.aclose,
+                                      media_type="text/event-stream",
+                                      headers={**_SSE_HEADERS, **route_headers(prepared, variant,
+                                                                               prepared.decision.ladder.index(variant))})
             answer = await pipeline.complete(prepared)
         except ApiError as e:
             return _error(e)
@@ -142,7 +166,9 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        return JSONResponse({"status": "ready", "variants": sorted(engines)})
+        # what serves now (hot swap may have added or removed rungs since start-up) and what is loading
+        return JSONResponse({"status": "ready", "variants": list(pipeline.router.ladder),
+                             "loading": sorted(variants.loading)})
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -287,6 +313,7 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         lifespan=lifespan,
     )
     app.state.pipeline = pipeline
+    app.state.variants = variants
     app.state.metrics = metrics
     app.state.events = events
     app.state.rollouts = rollouts
@@ -359,7 +386,7 @@ def _shadow_replayer(pipeline: Pipeline, controller: RolloutController, metrics:
                           lambda: metrics.shadow_dropped.labels(route).inc(), divergence=divergence)
 
 
-async def _relay_sse(p: Prepared, variant: str, pieces: AsyncIterator[StreamPiece],
+async def _relay_sse(p: Prepared, variant: str, pieces: AsyncIterable[StreamPiece],
                      metrics: GatewayMetrics) -> AsyncIterator[bytes]:
     cid, created, model = new_id(), int(time.time()), p.request.model
     include_usage = bool(p.request.stream_options and p.request.stream_options.include_usage)

@@ -26,9 +26,11 @@ from typing import Any
 from quantgate.engines.types import GenerationRequest, SamplingParams, TokenDelta  # no torch import
 from quantgate.errors import QuantgateError
 from quantgate.gateway.engines import Completion, EngineFailure, StreamPiece, split_tool_calls
-from quantgate.gateway.protocol import ChatRequest
+from quantgate.gateway.protocol import ChatRequest, NamedToolChoice
 
 __all__ = ["LocalBatchingEngine"]
+
+_TOOL_OPEN = "<tool_call>"
 
 
 def _messages(request: ChatRequest) -> list[dict[str, Any]]:
@@ -36,7 +38,18 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
 
 
 def _tools(request: ChatRequest) -> list[dict[str, Any]] | None:
-    return [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
+    """The tools the prompt offers: none for ``tool_choice: none``, only the named one for a named choice.
+
+    A local model cannot be forced to call a tool; offering only the named one makes it the only
+    call the model can make, and validation (with escalation) catches an answer that calls none.
+    """
+    choice = request.tool_choice
+    if not request.tools or choice == "none":
+        return None
+    tools = request.tools
+    if isinstance(choice, NamedToolChoice):
+        tools = [t for t in tools if t.function.name == choice.function.name]
+    return [t.model_dump(exclude_none=True) for t in tools]
 
 
 @dataclass
@@ -48,6 +61,12 @@ class _Job:
     deltas: asyncio.Queue[Any] | None = None
     submitted: float = field(default_factory=time.perf_counter)
     continuation: str | None = None  # set: a scoring job (teacher-forced log-probabilities of this text)
+    abandoned: bool = False  # set by the caller's side when it stops listening (a closed stream)
+
+    @property
+    def gone(self) -> bool:
+        """Nobody waits for this job any more: a closed stream, or a cancelled future (a cancelled request)."""
+        return self.abandoned or (self.future is not None and self.future.cancelled())
 
 
 class LocalBatchingEngine:
@@ -88,15 +107,45 @@ class LocalBatchingEngine:
         job = _Job(self._engine.render(_messages(request), _tools(request)), self._params(request, max_tokens),
                    loop, deltas=asyncio.Queue())
         self._jobs.put(job)
+        # Text that may open a Hermes <tool_call> block is held back: a tool call goes out as an
+        # OpenAI tool_calls delta at the end, never as raw markup in the content.
+        held = "" if request.tools and request.tool_choice != "none" else None
+        try:
+            async for piece in self._pieces(job, held):
+                yield piece
+        finally:
+            job.abandoned = True  # finished, failed or closed early: the worker stops decoding it
+
+    async def _pieces(self, job: _Job, held: str | None) -> AsyncIterator[StreamPiece]:
         while True:
             item = await job.deltas.get()  # type: ignore[union-attr]
             if isinstance(item, BaseException):
                 raise EngineFailure("error", f"{self.name}: {item}")
             if hasattr(item, "usage"):
-                yield StreamPiece(finish_reason=item.finish_reason, prompt_tokens=item.usage.prompt_tokens,
+                finish = item.finish_reason
+                if held:
+                    content, calls = split_tool_calls(held)
+                    if calls:
+                        yield StreamPiece(tool_calls=[{"index": i, **c} for i, c in enumerate(calls)])
+                        finish = "tool_calls"
+                    else:
+                        yield StreamPiece(content=content)
+                yield StreamPiece(finish_reason=finish, prompt_tokens=item.usage.prompt_tokens,
                                   completion_tokens=item.usage.completion_tokens)
                 return
-            yield StreamPiece(content=item.text)
+            if held is None:
+                yield StreamPiece(content=item.text)
+                continue
+            held += item.text
+            stripped = held.lstrip()
+            if not (stripped.startswith(_TOOL_OPEN) or _TOOL_OPEN.startswith(stripped)):
+                yield StreamPiece(content=held)  # not a tool call: stream the rest as it comes
+                held = None
+
+    @property
+    def running_rows(self) -> int:
+        """Rows decoding in the batch now (read from another thread: a snapshot)."""
+        return self._batch.live
 
     @property
     def vocab_size(self) -> int:
@@ -149,6 +198,13 @@ class LocalBatchingEngine:
                     waiting.append(job)
             if closing and not waiting and not self._batch.live:
                 return
+            # a request that went away (closed stream, cancelled call) stops taking a slot at once
+            waiting = collections.deque(j for j in waiting if not j.gone)
+            gone = {tag for tag, j in running.items() if j.gone}
+            if gone:
+                self._batch.drop(gone)
+                for tag in gone:
+                    del running[tag]
             joining = [waiting.popleft() for _ in range(min(self._batch.free, len(waiting)))]
             running.update((id(j), j) for j in joining)  # before the join: a failed prefill must reach them too
             try:

@@ -28,7 +28,8 @@ from quantgate.engines.types import GenerationRequest, SamplingParams  # no torc
 from quantgate.errors import QuantgateError
 from quantgate.gateway.protocol import ChatRequest
 
-__all__ = ["Completion", "EngineFailure", "GatewayEngine", "StreamPiece", "UpstreamAsyncEngine", "split_tool_calls"]
+__all__ = ["Completion", "EngineFailure", "GatewayEngine", "StreamPiece", "StreamTally", "UpstreamAsyncEngine",
+           "split_tool_calls"]
 
 
 @dataclass
@@ -195,3 +196,39 @@ def split_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]] | None
     out = [{"id": "call_" + uuid.uuid4().hex[:20], "type": "function",
             "function": {"name": c.name, "arguments": json.dumps(c.arguments)}} for c in calls]
     return None, out
+
+
+class StreamTally:
+    """What a relayed stream said, put back together: text, tool calls (OpenAI deltas by index), usage."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason = "stop"
+        self.prompt = self.completion = 0
+        self.chunks = 0  # pieces that carried content or tool calls (a usage-less estimate of tokens)
+        self.started = time.perf_counter()
+
+    def add(self, piece: StreamPiece) -> None:
+        self.prompt = piece.prompt_tokens or self.prompt
+        self.completion = piece.completion_tokens or self.completion
+        self.finish_reason = piece.finish_reason or self.finish_reason
+        if piece.content or piece.tool_calls:
+            self.chunks += 1
+        if piece.content:
+            self.content.append(piece.content)
+        for delta in piece.tool_calls or []:
+            call = self.calls.setdefault(int(delta.get("index", len(self.calls))),
+                                         {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+            call["id"] = delta.get("id") or call["id"]
+            fn = delta.get("function") or {}
+            call["function"]["name"] += fn.get("name") or ""
+            call["function"]["arguments"] += fn.get("arguments") or ""
+
+    def completed(self) -> Completion:
+        text = "".join(self.content) or None
+        calls = [self.calls[i] for i in sorted(self.calls)] or None
+        if calls is None and text and "<tool_call>" in text:  # a local model writes its calls as text
+            text, calls = split_tool_calls(text)
+        return Completion(text, calls, self.finish_reason, self.prompt, self.completion,
+                          time.perf_counter() - self.started, 0.0)

@@ -38,6 +38,7 @@ class VariantManager:
     def __init__(self, config: GatewayConfig, pipeline: Any, build: Callable[[Any], GatewayEngine],
                  grace_s: float | None = None):
         self.config, self.pipeline, self.build = config, pipeline, build
+        self.loading: set[str] = set()  # variants whose engine is being built (shown by /readyz)
         self.grace_s = config.admission.deadline_s + 1.0 if grace_s is None else grace_s
         self._retiring: dict[asyncio.Task[None], GatewayEngine] = {}
         self._lock = asyncio.Lock()  # one change at a time: two PUTs of one name must not interleave
@@ -59,10 +60,13 @@ class VariantManager:
             raise ApiError(400, f"variants/{name}: position must be an integer rung index", param="position")
         async with self._lock:
             # Loading a local model takes seconds of CPU: a worker thread keeps the loop serving.
+            self.loading.add(name)
             try:
                 engine = await asyncio.to_thread(self.build, variant)
             except (QuantgateError, OSError) as e:  # a missing or unloadable model: the old engine stays
                 raise ApiError(400, f"variants/{name}: cannot load: {e}", param="path", code="variant_load_failed") from None
+            finally:
+                self.loading.discard(name)
             p = self.pipeline
             old = p.engines.get(name)
             p.engines[name] = engine  # the swap: one assignment, seen whole by every later request

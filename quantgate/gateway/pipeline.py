@@ -25,7 +25,7 @@ from quantgate.checks.refusal_patterns import match_refusal
 from quantgate.config import GatewayConfig, PriceConfig, RouteConfig, TenantConfig
 from quantgate.gateway.admission import Admission
 from quantgate.gateway.auth import TenantDirectory
-from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece, split_tool_calls
+from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece, StreamTally
 from quantgate.gateway.limits import LimitStore, budget_period_key, retry_after_header
 from quantgate.gateway.protocol import ApiError, ChatRequest, Message
 from quantgate.gateway.routing import Decision, RequestFacts, Router, parse_tags
@@ -36,7 +36,7 @@ from quantgate.observe.metrics import GatewayMetrics
 from quantgate.observe.tracing import Tracer
 from quantgate.rollout.judge import Outcome
 
-__all__ = ["Answer", "Pipeline", "Prepared", "route_headers"]
+__all__ = ["Answer", "Pipeline", "Prepared", "StreamRelay", "route_headers"]
 
 _ANONYMOUS = TenantConfig(name="anonymous")
 
@@ -142,7 +142,13 @@ class Pipeline:
     async def prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> Prepared:
         """Auth, routing, token budget, rate limits and budget reservation; raises ``ApiError``."""
         with self.tracer.span("quantgate.prepare", model=request.model) as span:
-            p = await self._prepare(request, headers)
+            try:
+                p = await self._prepare(request, headers)
+            except ApiError as e:
+                # refused before any variant was tried: counted under the route (if the model named one)
+                route = self.router.route_name(request.model)
+                self.metrics.requests.labels(route or "-", "-", str(e.status)).inc()
+                raise
             if span is not None:
                 span.set_attributes({"quantgate.route": p.route.name, "quantgate.tenant": p.tenant.name,
                                      "quantgate.variant": p.decision.variant, "quantgate.reason": p.decision.reason,
@@ -150,40 +156,51 @@ class Pipeline:
             return p
 
     async def _prepare(self, request: ChatRequest, headers: Mapping[str, str]) -> Prepared:
-        if self.config.server.require_auth:
-            tenant = self.tenants.tenant(TenantDirectory.bearer(headers.get("authorization")))
-        else:
-            tenant = _ANONYMOUS
+        span = self.tracer.span
+        with span("quantgate.auth"):
+            if self.config.server.require_auth:
+                tenant = self.tenants.tenant(TenantDirectory.bearer(headers.get("authorization")))
+            else:
+                tenant = _ANONYMOUS
         route = self.router.route_for(request.model)
-        now = self._clock()
-        budget_key = None
-        fraction = 0.0
-        if tenant.budget is not None:
-            budget_key = f"{tenant.name}:{budget_period_key(tenant.budget.period, now)}"
-            fraction = await self.limits.spent(budget_key) / tenant.budget.amount
-        meta = request.metadata or {}
-        facts = RequestFacts(headers, parse_tags(headers.get("x-quantgate-tags"), meta), meta, request.user,
-                             headers.get("x-quantgate-session") or meta.get("session_id"), fraction,
-                             tenant.budget.downgrade_at if tenant.budget else 1.0)
-        decision = self.router.decide(route, facts)
-        request, prompt_tokens = self._token_budget(request, route, decision.variant)
-        max_tokens = self._completion_cap(request, route)
+        self.validator.check_schemas(request)
+        deadline_s = self._deadline(headers)  # before anything is reserved: a bad header leaks nothing
+        with span("quantgate.route", **{"quantgate.tenant": tenant.name}):
+            budget_key = None
+            fraction = 0.0
+            if tenant.budget is not None:
+                budget_key = f"{tenant.name}:{budget_period_key(tenant.budget.period, self._clock())}"
+                fraction = await self.limits.spent(budget_key) / tenant.budget.amount
+            meta = request.metadata or {}
+            facts = RequestFacts(headers, parse_tags(headers.get("x-quantgate-tags"), meta), meta, request.user,
+                                 headers.get("x-quantgate-session") or meta.get("session_id"), fraction,
+                                 tenant.budget.downgrade_at if tenant.budget else 1.0)
+            decision = self.router.decide(route, facts)
+        with span("quantgate.token_budget", **{"quantgate.variant": decision.variant}):
+            request, prompt_tokens = self._token_budget(request, route, decision.variant)
+            max_tokens = self._completion_cap(request, route)
         reserved_tokens = prompt_tokens + max_tokens
-        await self._take_rates(tenant, reserved_tokens)
         attempts = decision.ladder[: route.escalation.max_attempts]
-        reserved_cost = sum(self._prices[v].cost(prompt_tokens, max_tokens, 0.0) for v in attempts)
-        if tenant.budget is not None and budget_key is not None:
-            ok, spent = await self.limits.reserve_budget(budget_key, reserved_cost, tenant.budget.amount)
-            if not ok:
-                await self._refund_rates(tenant, reserved_tokens, 1)
-                self.metrics.shed.labels("budget").inc()
-                raise ApiError(429, f"tenant {tenant.name!r} has spent {spent:.4f} of its {tenant.budget.amount:g} "
-                                    f"{tenant.budget.period} budget; this request may cost up to {reserved_cost:.4f}",
-                               "insufficient_quota", code="budget_exceeded")
+        # Worst case: every attempt writes max_tokens, and engine time (attempts run one after another,
+        # all within the deadline) is billed at the dearest rung's engine-second price.
+        reserved_cost = sum(self._prices[v].cost(prompt_tokens, max_tokens, 0.0) for v in attempts) \
+            + deadline_s * max(self._prices[v].per_engine_second for v in attempts)
+        with span("quantgate.limits", **{"quantgate.reserved_tokens": reserved_tokens,
+                                         "quantgate.reserved_cost": reserved_cost}):
+            await self._take_rates(tenant, reserved_tokens)
+            if tenant.budget is not None and budget_key is not None:
+                ok, spent = await self.limits.reserve_budget(budget_key, reserved_cost, tenant.budget.amount)
+                if not ok:
+                    await self._refund_rates(tenant, reserved_tokens, 1)
+                    self.metrics.shed.labels("budget").inc()
+                    raise ApiError(429, f"tenant {tenant.name!r} has spent {spent:.4f} of its "
+                                        f"{tenant.budget.amount:g} {tenant.budget.period} budget; "
+                                        f"this request may cost up to {reserved_cost:.4f}",
+                                   "insufficient_quota", code="budget_exceeded")
         self.events.record("route", route=route.name, tenant=tenant.name, variant=decision.variant,
                            reason=decision.reason)
         return Prepared(request, tenant, route, decision, prompt_tokens, max_tokens, reserved_tokens, reserved_cost,
-                        budget_key, self._assertions[route.model], self._deadline(headers))
+                        budget_key, self._assertions[route.model], deadline_s)
 
     def _deadline(self, headers: Mapping[str, str]) -> float:
         """The configured deadline, or a shorter one the client asks for in ``x-quantgate-deadline-ms``."""
@@ -242,7 +259,7 @@ class Pipeline:
             if tokens > rate.tokens_per_min:
                 await self._refund_rates(tenant, 0, 1)
                 raise ApiError(400, f"this request needs up to {tokens} tokens (prompt + max_tokens), more than "
-                                    f"tenant {tenant.name!r}'s {rate.tokens_per_min} tokens per minute",
+                                    f"the {rate.tokens_per_min} tokens per minute of tenant {tenant.name!r}",
                                param="max_tokens", code="request_too_large")
             wait = await self.limits.take_rate(f"{tenant.name}:tok", tokens, rate.tokens_per_min)
             if wait:
@@ -262,9 +279,11 @@ class Pipeline:
         adm = self.admission[variant]
         remaining = p.deadline_s - (time.perf_counter() - p.started)
         try:
-            waited = await adm.acquire(p.tenant.priority, remaining)
+            with self.tracer.span("quantgate.admission", **{"quantgate.variant": variant}):
+                waited = await adm.acquire(p.tenant.priority, remaining)
         except ApiError as e:
             self.metrics.shed.labels(e.code or "admission").inc()
+            self.metrics.requests.labels(p.route.name, variant, str(e.status)).inc()
             self.events.record("shed", route=p.route.name, tenant=p.tenant.name, variant=variant, reason=e.message)
             raise
         self.metrics.queue_wait.labels(variant).observe(waited)
@@ -293,6 +312,14 @@ class Pipeline:
         finally:
             self.admission[variant].release()
 
+    def _time_left(self, p: Prepared) -> float:
+        """Seconds until the request's deadline: past it, no further rung can answer in time."""
+        return p.deadline_s - (time.perf_counter() - p.started)
+
+    def _deadline_at(self, p: Prepared) -> float:
+        """The request's deadline on the event loop's clock (``asyncio.timeout_at``)."""
+        return asyncio.get_running_loop().time() + p.deadline_s - (time.perf_counter() - p.started)
+
     def _meter(self, p: Prepared, variant: str, prompt: int, completion: int, engine_s: float) -> float:
         cost = self._prices[variant].cost(prompt, completion, engine_s)
         self.metrics.tokens.labels(variant, "prompt").inc(prompt)
@@ -318,7 +345,7 @@ class Pipeline:
                 except EngineFailure as e:
                     first = e.kind if i == 0 else first
                     self.metrics.attempts.labels(variant, e.kind).inc()
-                    if e.kind in on and not last:
+                    if e.kind in on and not last and self._time_left(p) > 0:
                         self._escalated(p, variant, rungs[i + 1], e.kind, e.message)
                         continue
                     self.metrics.requests.labels(p.route.name, variant, "504" if e.kind == "timeout" else "502").inc()
@@ -400,65 +427,59 @@ class Pipeline:
         await self._refund_rates(p.tenant, p.reserved_tokens - tokens, 0)
 
     # -- pass-through streaming (routes that do not validate) ------------------------------
-    async def stream(self, p: Prepared) -> tuple[str, AsyncIterator[StreamPiece]]:
-        """Open the stream on the first rung that yields a first piece; escalates only before any byte is sent."""
+    async def stream(self, p: Prepared) -> tuple[str, StreamRelay]:
+        """Open the stream on the first rung that yields a first piece; escalates only before any byte is sent.
+
+        Whoever serves the returned relay must ``aclose`` it, iterated or not: that releases the
+        engine slot and settles the reservation, exactly once.
+        """
         rungs = p.decision.ladder[: p.route.escalation.max_attempts]
         on = set(p.route.escalation.on)
         first_error: str | None = None  # how the first rung failed, for the rollout judge
         for i, variant in enumerate(rungs):
-            await self._acquire(p, variant)
-            it = self.engines[variant].stream(p.request, p.max_tokens).__aiter__()
             try:
-                first = await it.__anext__()
-            except (EngineFailure, StopAsyncIteration) as e:
-                self.admission[variant].release()
-                kind = e.kind if isinstance(e, EngineFailure) else "error"
-                msg = e.message if isinstance(e, EngineFailure) else f"{variant}: empty stream"
-                if i == 0:
-                    first_error = kind
-                self.metrics.attempts.labels(variant, kind).inc()
-                if kind in on and i < len(rungs) - 1:
-                    self._escalated(p, variant, rungs[i + 1], kind, msg)
-                    continue
+                await self._acquire(p, variant)
+            except (ApiError, asyncio.CancelledError):
+                await self._settle(p, 0.0, 0)  # shed, or the client left while queued: give back the reservation
+                raise
+            adm = self.admission[variant]  # held, not looked up again: a hot swap may retire the name meanwhile
+            started = time.perf_counter()
+            it = self.engines[variant].stream(p.request, p.max_tokens).__aiter__()
+            failure: BaseException | None = None
+            try:
+                with self.tracer.span("quantgate.attempt", **{"quantgate.variant": variant}) as span:
+                    try:
+                        async with asyncio.timeout_at(self._deadline_at(p)):
+                            first = await anext(it)
+                    except (EngineFailure, StopAsyncIteration, TimeoutError) as e:
+                        failure = e
+                    kind = "streaming" if failure is None else failure.kind if isinstance(failure, EngineFailure) \
+                        else "timeout" if isinstance(failure, TimeoutError) else "error"
+                    if span is not None:
+                        span.set_attribute("quantgate.outcome", kind)
+            except asyncio.CancelledError:  # the client left while the first piece was on its way
+                adm.release()
+                await _close(it)
                 await self._settle(p, 0.0, 0)
-                self.metrics.requests.labels(p.route.name, variant, "502").inc()
-                self._observe_stream(p, variant, i + 1, first_error, None, 0.0)
-                raise ApiError(504 if kind == "timeout" else 502, msg, "server_error", code=f"upstream_{kind}") from None
-            return variant, self._relay(p, variant, first, it, i + 1, first_error)
+                raise
+            if failure is None:
+                return variant, StreamRelay(self, p, variant, adm, first, it, i + 1, first_error, started)
+            adm.release()
+            await _close(it)
+            msg = failure.message if isinstance(failure, EngineFailure) else \
+                f"{variant}: no first token within the request deadline" if kind == "timeout" else f"{variant}: empty stream"
+            if i == 0:
+                first_error = kind
+            self.metrics.attempts.labels(variant, kind).inc()
+            if kind in on and i < len(rungs) - 1 and self._time_left(p) > 0:
+                self._escalated(p, variant, rungs[i + 1], kind, msg)
+                continue
+            await self._settle(p, 0.0, 0)
+            status = 504 if kind == "timeout" else 502
+            self.metrics.requests.labels(p.route.name, variant, str(status)).inc()
+            self._observe_stream(p, variant, i + 1, first_error, None, 0.0)
+            raise ApiError(status, msg, "server_error", code=f"upstream_{kind}")
         raise AssertionError("unreachable")
-
-    async def _relay(self, p: Prepared, variant: str, first: StreamPiece, it: AsyncIterator[StreamPiece],
-                     attempts: int, first_error: str | None) -> AsyncIterator[StreamPiece]:
-        tally = _StreamTally()
-        ok = cut = False
-        try:
-            piece: StreamPiece | None = first
-            while piece is not None:
-                tally.add(piece)
-                yield piece
-                piece = await anext(it, None)
-            ok = True
-        except EngineFailure as e:
-            cut = True
-            self.metrics.attempts.labels(variant, e.kind).inc()
-            self.metrics.requests.labels(p.route.name, variant, "stream_error").inc()
-            self.events.record("stream_cut", route=p.route.name, tenant=p.tenant.name, variant=variant, reason=e.message)
-            raise
-        finally:
-            closer = getattr(it, "aclose", None)
-            if closer is not None:  # a client that went away must not leave the upstream stream open
-                await closer()
-            self.admission[variant].release()
-            used = tally.prompt + tally.completion
-            cost = self._meter(p, variant, tally.prompt, tally.completion, 0.0) if used else 0.0
-            await self._settle(p, cost, used)
-            # a client that hung up mid-stream says nothing about the variant: not reported
-            if ok or cut:
-                self._observe_stream(p, variant, attempts, first_error, tally.completed() if ok else None, cost)
-        self.metrics.attempts.labels(variant, "ok").inc()
-        self.metrics.requests.labels(p.route.name, variant, "200").inc()
-        self.metrics.successes.labels(p.route.name, variant).inc()
-        self.metrics.latency.labels(p.route.name).observe(time.perf_counter() - p.started)
 
     def _observe_stream(self, p: Prepared, variant: str, attempts: int, first_error: str | None,
                         c: Completion | None, spent: float) -> None:
@@ -477,6 +498,12 @@ class Pipeline:
         self._report_arm(p, first, c if attempts == 1 else None, answer, attempts, spent)
 
 
+async def _close(it: AsyncIterator[StreamPiece]) -> None:
+    closer = getattr(it, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
 def route_headers(p: Prepared, variant: str, escalations: int) -> dict[str, str]:
     """The ``x-quantgate-*`` headers every answer carries, buffered or streamed."""
     return {"x-quantgate-variant": variant, "x-quantgate-escalated": str(escalations),
@@ -493,34 +520,66 @@ def _orphan_tools_dropped(messages: list[Message]) -> list[Message]:
     return out
 
 
-class _StreamTally:
-    """What a relayed stream said, put back together: text, tool calls (OpenAI deltas by index), usage."""
+class StreamRelay:
+    """A streamed-through answer: relays the pieces, then releases the engine slot and settles, exactly once.
 
-    def __init__(self) -> None:
-        self.content: list[str] = []
-        self.calls: dict[int, dict[str, Any]] = {}
-        self.finish_reason = "stop"
-        self.prompt = self.completion = 0
-        self.started = time.perf_counter()
+    ``aclose`` does the release whether or not the pieces were ever iterated (a client can leave
+    between the response starting and its first byte), and a stream cut before its usage arrived is
+    billed with the gateway's own prompt count and one completion token per chunk received.
+    """
 
-    def add(self, piece: StreamPiece) -> None:
-        self.prompt = piece.prompt_tokens or self.prompt
-        self.completion = piece.completion_tokens or self.completion
-        self.finish_reason = piece.finish_reason or self.finish_reason
-        if piece.content:
-            self.content.append(piece.content)
-        for delta in piece.tool_calls or []:
-            call = self.calls.setdefault(int(delta.get("index", len(self.calls))),
-                                         {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
-            call["id"] = delta.get("id") or call["id"]
-            fn = delta.get("function") or {}
-            call["function"]["name"] += fn.get("name") or ""
-            call["function"]["arguments"] += fn.get("arguments") or ""
+    def __init__(self, pipeline: Pipeline, p: Prepared, variant: str, adm: Admission, first: StreamPiece,
+                 it: AsyncIterator[StreamPiece], attempts: int, first_error: str | None, started: float):
+        self._pl, self._p, self._variant, self._adm = pipeline, p, variant, adm
+        self._first, self._it, self._attempts, self._first_error, self._started = first, it, attempts, first_error, started
+        self.tally = StreamTally()
+        self._outcome: str | None = None  # "ok" or "cut"; None: the client left (says nothing about the variant)
+        self._closed = False
 
-    def completed(self) -> Completion:
-        text = "".join(self.content) or None
-        calls = [self.calls[i] for i in sorted(self.calls)] or None
-        if calls is None and text and "<tool_call>" in text:  # a local model writes its calls as text
-            text, calls = split_tool_calls(text)
-        return Completion(text, calls, self.finish_reason, self.prompt, self.completion,
-                          time.perf_counter() - self.started, 0.0)
+    def __aiter__(self) -> AsyncIterator[StreamPiece]:
+        return self._pieces()
+
+    async def _pieces(self) -> AsyncIterator[StreamPiece]:
+        pl, p, variant = self._pl, self._p, self._variant
+        try:
+            piece: StreamPiece | None = self._first
+            at = pl._deadline_at(p)
+            while piece is not None:
+                self.tally.add(piece)
+                yield piece
+                try:
+                    # the deadline bounds a stream as it bounds a buffered answer (and its reserved cost)
+                    async with asyncio.timeout_at(at):
+                        piece = await anext(self._it, None)
+                except TimeoutError:
+                    raise EngineFailure("timeout", f"{variant}: the stream ran past the request deadline") from None
+            self._outcome = "ok"
+        except EngineFailure as e:
+            self._outcome = "cut"
+            pl.metrics.attempts.labels(variant, e.kind).inc()
+            pl.metrics.requests.labels(p.route.name, variant, "stream_error").inc()
+            pl.events.record("stream_cut", route=p.route.name, tenant=p.tenant.name, variant=variant, reason=e.message)
+            raise
+        finally:
+            await self.aclose()
+        pl.metrics.attempts.labels(variant, "ok").inc()
+        pl.metrics.requests.labels(p.route.name, variant, "200").inc()
+        pl.metrics.successes.labels(p.route.name, variant).inc()
+        pl.metrics.latency.labels(p.route.name).observe(time.perf_counter() - p.started)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pl, p, t = self._pl, self._p, self.tally
+        await _close(self._it)  # a client that went away must not leave the upstream stream open
+        self._adm.release()
+        prompt, completion = t.prompt, t.completion
+        if not (prompt or completion) and t.chunks:
+            prompt, completion = p.prompt_tokens, t.chunks
+        # a stream holds its variant from the first request to the last piece: that is its engine time
+        cost = pl._meter(p, self._variant, prompt, completion, time.perf_counter() - self._started)
+        await pl._settle(p, cost, prompt + completion)
+        if self._outcome is not None:
+            pl._observe_stream(p, self._variant, self._attempts, self._first_error,
+                               t.completed() if self._outcome == "ok" else None, cost)

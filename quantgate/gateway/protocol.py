@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
-    "ApiError", "ChatRequest", "Message", "chunk_body", "completion_body", "error_body", "parse_chat_request",
+    "ApiError", "ChatRequest", "Message", "NamedToolChoice", "chunk_body", "completion_body", "error_body", "parse_chat_request",
 ]
 
 
@@ -103,6 +103,17 @@ class ResponseFormat(_Lenient):
     json_schema: JsonSchemaFormat | None = None
 
 
+class ToolChoiceFunction(_Lenient):
+    name: str
+
+
+class NamedToolChoice(_Lenient):
+    """``{"type": "function", "function": {"name": ...}}``: the answer must call this tool."""
+
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
 class StreamOptions(_Lenient):
     include_usage: bool = False
 
@@ -111,7 +122,7 @@ class ChatRequest(_Lenient):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    tool_choice: str | NamedToolChoice | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -124,6 +135,20 @@ class ChatRequest(_Lenient):
     user: str | None = Field(None, max_length=256)
     n: int = Field(1, ge=1, le=1)
     metadata: dict[str, str] | None = None
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice(cls, v: Any) -> Any:
+        if v is None or v in ("none", "auto", "required"):
+            return v
+        if isinstance(v, dict) and v.get("type") == "function":
+            fn = v.get("function")
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError('a function choice is {"type": "function", "function": {"name": ...}}')
+            return NamedToolChoice.model_validate(v)
+        if isinstance(v, dict) and isinstance(v.get("type"), str):
+            return v  # a newer form (allowed_tools, custom ...): forwarded as given, not enforced here
+        raise ValueError('expected "none", "auto", "required" or {"type": "function", "function": {"name": ...}}')
 
     @field_validator("stop")
     @classmethod
@@ -142,6 +167,18 @@ class ChatRequest(_Lenient):
         return {t.function.name: t.function.parameters for t in self.tools or []}
 
 
+def _check_tool_choice(request: ChatRequest) -> None:
+    """A choice that needs tools, or names one, must match the request's tools (as the OpenAI API checks)."""
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        names = [t.function.name for t in request.tools or []]
+        if choice.function.name not in names:
+            raise ApiError(400, f"tool_choice.function.name: {choice.function.name!r} is not among the request's tools"
+                                f" ({', '.join(names) or 'none given'})", param="tool_choice.function.name")
+    elif choice == "required" and not request.tools:
+        raise ApiError(400, "tool_choice: 'required' needs tools in the request", param="tool_choice")
+
+
 def _param(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "literal[", "str", "list[", "dict[")))
 
@@ -155,7 +192,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
     try:
-        return ChatRequest.model_validate(data)
+        request = ChatRequest.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         param = _param(first["loc"])
@@ -163,6 +200,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         if param == "n":
             msg = "only n=1 is supported"
         raise ApiError(400, f"{param}: {msg}" if param else msg, param=param or None) from None
+    _check_tool_choice(request)
+    return request
 
 
 def new_id() -> str:

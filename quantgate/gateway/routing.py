@@ -93,6 +93,11 @@ class Router:
                            param="model", code="model_not_found")
         return route
 
+    def route_name(self, model: str) -> str | None:
+        """The name of the route serving ``model``, or None when no route does."""
+        route = self._routes.get(model)
+        return route.name if route is not None else None
+
     def route_by_name(self, name: str) -> RouteConfig:
         return next(r for r in self._routes.values() if r.name == name)
 

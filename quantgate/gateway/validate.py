@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from quantgate.checks import Assertion, Case, CompiledAssertion, Output, Registry, default_registry, parse_assertion
+from quantgate.checks.json_checks import SchemaError, compile_schema
 from quantgate.checks.tool_parsing import arguments_from_string
+from quantgate.checks.tools import closed_schema
 from quantgate.gateway.engines import Completion
-from quantgate.gateway.protocol import ChatRequest
+from quantgate.gateway.protocol import ApiError, ChatRequest, NamedToolChoice
 
 __all__ = ["Failure", "Validator"]
 
@@ -41,6 +43,18 @@ class Validator:
         """Parse and compile a route's assertions once, at start-up; errors name ``where``."""
         parsed = tuple(parse_assertion(a, where, f"assert[{i}]") for i, a in enumerate(raw))
         return self.registry.compile_case(Case("config", parsed, where=where), "assert").assertions
+
+    def check_schemas(self, request: ChatRequest) -> None:
+        """Refuse a request whose own JSON Schemas are invalid (``ApiError`` 400 naming the field).
+
+        Run before the engine call, so a bad schema costs no tokens and never surfaces later as a
+        fault; compiled schemas are memoised, so the schemas that recur cost one lookup each.
+        """
+        fmt = request.response_format
+        if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None and fmt.json_schema.schema_:
+            _compile(fmt.json_schema.schema_, self.registry, "response_format.json_schema.schema")
+        for i, tool in enumerate(request.tools or ()):
+            _compile(closed_schema(tool.function.parameters), self.registry, f"tools.{i}.function.parameters")
 
     def check(self, request: ChatRequest, completion: Completion, *, response_format: bool = True,
               tool_arguments: bool = True, extra: tuple[CompiledAssertion, ...] = ()) -> list[Failure]:
@@ -72,6 +86,13 @@ class Validator:
         return failures
 
 
+def _compile(schema: Any, registry: Registry, param: str) -> None:
+    try:
+        compile_schema(schema, registry.env)
+    except SchemaError as e:
+        raise ApiError(400, f"{param}: {e}", param=param, code="invalid_schema") from None
+
+
 def _output(c: Completion) -> Output:
     calls = None
     if c.tool_calls:
@@ -95,9 +116,9 @@ def _tool_choice(request: ChatRequest, c: Completion) -> list[Failure]:
         return [Failure("tool_choice", "tool_call.none", "tool_choice is 'required' but the answer calls no tool")]
     if choice == "none" and names:
         return [Failure("tool_choice", "tool_call.unexpected", "tool_choice is 'none' but the answer calls a tool")]
-    if isinstance(choice, dict):
-        want = (choice.get("function") or {}).get("name")
-        if want and names != [want] * len(names) or (want and not names):
+    if isinstance(choice, NamedToolChoice):
+        want = choice.function.name
+        if not names or names != [want] * len(names):
             return [Failure("tool_choice", "tool_call.wrong_function",
                             f"tool_choice asks for {want!r}, the answer calls {names or 'no tool'}")]
     return []

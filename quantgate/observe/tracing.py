@@ -3,20 +3,23 @@
 Without a tracer provider nothing from OpenTelemetry is imported and ``span`` is an empty context
 manager, so the request path pays one attribute check per stage. With one (built from the
 ``tracing`` config section, or injected in tests), each request gets a ``quantgate.request`` span
-with children ``quantgate.prepare`` (auth, routing, limits), one ``quantgate.attempt`` per engine
-call (variant, outcome) and ``quantgate.validate``. The provider is owned by the app, never set as
+with children ``quantgate.prepare`` (holding ``quantgate.auth``, ``quantgate.route``,
+``quantgate.token_budget`` and ``quantgate.limits``), one ``quantgate.attempt`` per engine call
+(variant, outcome; holding ``quantgate.admission``, the wait for a slot) and ``quantgate.validate``. The provider is owned by the app, never set as
 OpenTelemetry's global, so two gateways in one process trace independently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from quantgate.errors import QuantgateError
 
 __all__ = ["Tracer", "otlp_provider"]
+
+_OFF: AbstractContextManager[None] = nullcontext()  # reusable: entering it does nothing
 
 
 class Tracer:
@@ -27,11 +30,15 @@ class Tracer:
     def enabled(self) -> bool:
         return self._tracer is not None
 
-    @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[Any]:
+    def span(self, name: str, **attributes: Any) -> AbstractContextManager[Any]:
+        """A context manager yielding the span (None when tracing is off: one shared no-op, nothing built)."""
         if self._tracer is None:
-            yield None
-            return
+            return _OFF
+        return self._span(name, attributes)
+
+    @contextmanager
+    def _span(self, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
+        assert self._tracer is not None
         with self._tracer.start_as_current_span(name, attributes={k: v for k, v in attributes.items()
                                                                   if v is not None}) as s:
             yield s

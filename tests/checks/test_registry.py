@@ -142,3 +142,15 @@ def test_every_code_in_the_source_is_documented() -> None:
     assert found and found <= set(CODES), found - set(CODES)
     docs = (pkg.parents[1] / "docs" / "checks.md").read_text()
     assert all(f"`{code}`" in docs for code in CODES), [c for c in CODES if f"`{c}`" not in docs]
+
+
+def test_the_memo_is_bounded_oldest_first() -> None:
+    from quantgate.checks.registry import CheckEnv
+
+    env = CheckEnv()
+    builds: list[int] = []
+    for i in range(CheckEnv.MEMO_LIMIT + 2):
+        assert env.memo(("k", i), lambda i=i: builds.append(i) or i) == i
+    assert len(builds) == CheckEnv.MEMO_LIMIT + 2
+    assert env.memo(("k", CheckEnv.MEMO_LIMIT + 1), lambda: -1) == CheckEnv.MEMO_LIMIT + 1  # kept
+    assert env.memo(("k", 0), lambda: -1) == -1  # the oldest went first

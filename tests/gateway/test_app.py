@@ -314,6 +314,11 @@ def test_spans_per_stage_with_an_injected_provider(tmp_path: Any) -> None:
     assert r.status_code == 200
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert {"quantgate.request", "quantgate.prepare", "quantgate.attempt", "quantgate.validate"} <= set(spans)
+    stages = ("quantgate.auth", "quantgate.route", "quantgate.token_budget", "quantgate.limits")
+    assert all(spans[s].parent.span_id == spans["quantgate.prepare"].context.span_id for s in stages)
+    admissions = [s for s in exporter.get_finished_spans() if s.name == "quantgate.admission"]
+    assert len(admissions) == 2 and {s.parent.span_id for s in admissions} == {
+        s.context.span_id for s in exporter.get_finished_spans() if s.name == "quantgate.attempt"}
     attempts = [s for s in exporter.get_finished_spans() if s.name == "quantgate.attempt"]
     assert [(s.attributes["quantgate.variant"], s.attributes["quantgate.outcome"]) for s in attempts] == [
         ("int4", "error"), ("int8", "answered")]

@@ -98,12 +98,26 @@ def test_hot_swap_errors_name_the_problem(rig_factory: Callable[..., Rig], tmp_p
 
 def test_a_local_model_loads_in_the_background_and_serves(rig_factory: Callable[..., Rig], tiny_model_dir: Path) -> None:
     rig = rig_factory()
+    assert httpx.get(rig.url + "/readyz").json() == {"status": "ready", "variants": ["int4", "int8", "bf16"],
+                                                     "loading": []}
+    # a slow disk: the load waits until the test has seen it in /readyz
+    manager, seen = rig.app.state.variants, threading.Event()
+    build = manager.build
+    manager.build = lambda variant: (seen.wait(10), build(variant))[1]
+    put: list[httpx.Response] = []
     with traffic(rig, threads=2) as statuses:
-        r = _put(rig, "local", {"engine": "local", "path": str(tiny_model_dir), "position": 0})
-        assert r.status_code == 200, r.text
+        loader = threading.Thread(target=lambda: put.append(
+            _put(rig, "local", {"engine": "local", "path": str(tiny_model_dir), "position": 0})))
+        loader.start()
+        assert wait_until(lambda: httpx.get(rig.url + "/readyz").json()["loading"] == ["local"])
+        seen.set()
+        loader.join()
+        assert put[0].status_code == 200, put[0].text
         served_during_load = len(statuses)
         time.sleep(0.5)
     assert set(statuses) == {200} and served_during_load > 0
+    assert httpx.get(rig.url + "/readyz").json() == {"status": "ready", "variants": ["local", "int4", "int8", "bf16"],
+                                                     "loading": []}
     answer = httpx.post(rig.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"}, timeout=30,
                         json={"model": "assistant", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
     assert answer.status_code == 200 and answer.headers["x-quantgate-variant"] == "local"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,29 @@ def test_redis_limits_are_atomic(redis_client: object) -> None:
     granted, spent, wait = asyncio.run(go())
     assert spent <= 10.0 and granted >= 33
     assert wait == pytest.approx(12.0)  # 1 token at 5 per minute
+
+
+def test_tokens_per_minute_reserve_the_worst_case_and_refund_the_rest(rig_factory: Any) -> None:
+    import httpx
+
+    from tests.fakes.upstream import Reply, completion
+
+    rig = rig_factory(tenants=[{"name": "acme", "keys": ["sk-test-acme"], "rate": {"tokens_per_min": 100}}])
+    rig.replies["int4"] = lambda body: Reply(body=completion("ok", prompt_tokens=5, completion_tokens=3), delay_s=0.3)
+    url, auth = rig.url + "/v1/chat/completions", {"authorization": "Bearer sk-test-acme"}
+    body = {"model": "assistant", "messages": [{"role": "user", "content": "x"}], "max_tokens": 60}
+
+    too_big = httpx.post(url, headers=auth, json={**body, "max_tokens": 200})
+    assert too_big.status_code == 400 and too_big.json()["error"]["code"] == "request_too_large"
+    assert "needs up to 205 tokens (prompt + max_tokens), more than the 100 tokens per minute of tenant 'acme'" \
+        in too_big.json()["error"]["message"]
+
+    async def two_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return list(await asyncio.gather(*(client.post(url, headers=auth, json=body) for _ in range(2))))
+
+    codes = sorted(r.status_code for r in asyncio.run(two_at_once()))
+    assert codes == [200, 429]  # two worst cases (60+ tokens each) do not fit one minute's 100
+    # each answer used 8 tokens and gave the rest of its reservation back, so more requests fit, one at a time
+    assert [httpx.post(url, headers=auth, json=body).status_code for _ in range(3)] == [200] * 3
+    assert rig.metric("quantgate_shed_total", reason="rate_tokens") == 1

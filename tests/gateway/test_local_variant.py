@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -135,3 +136,61 @@ def test_short_request_overtakes_a_long_stream_in_the_running_batch(tiny_model_d
     alone = local.generate([GenerationRequest(local.render([{"role": "user", "content": "hi"}]),
                                               SamplingParams(max_tokens=3))])[0]
     assert text == alone.text  # joining a running batch did not change the answer
+
+
+def test_a_streamed_local_tool_call_arrives_as_tool_call_deltas() -> None:
+    # the reference model calls tools in Hermes markup; a streamed-through route must still send
+    # OpenAI tool_calls deltas, never "<tool_call>" as content
+    import openai
+
+    from quantgate.reference.tools import get_tool
+
+    config = parse_config({
+        "server": {"require_auth": False},
+        "variants": [{"name": "fp32", "engine": "local", "path": str(REFERENCE)}], "ladder": ["fp32"],
+        "routes": [{"name": "r", "model": "r", "validate": {"tool_arguments": False}}], "events": {"path": None}})
+    app = create_app(config, build_engines(config))
+    with running(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        chunks = list(client.chat.completions.create(
+            model="r", stream=True, max_tokens=48, tools=[get_tool("get_weather")],
+            messages=[{"role": "user", "content": "What's the weather in Oslo?"}]))
+        plain = list(client.chat.completions.create(
+            model="r", stream=True, max_tokens=24, tools=[get_tool("get_weather")],
+            messages=[{"role": "user", "content": "Hi!"}]))
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert "<tool_call>" not in content
+    assert [tc.function.name for tc in calls] == ["get_weather"] and calls[0].index == 0
+    assert json.loads(calls[0].function.arguments)["city"] == "Oslo"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    # an answer that is not a tool call streams as text
+    assert "".join(c.choices[0].delta.content or "" for c in plain if c.choices).strip()
+
+
+def test_a_request_that_goes_away_stops_decoding(tiny_model_dir: Path) -> None:
+    # a cancelled call (a client that hung up, a deadline) must free its batch slot at once, not
+    # keep decoding to max_tokens for nobody
+    from quantgate.gateway.batcher import LocalBatchingEngine
+    from quantgate.gateway.protocol import ChatRequest
+
+    engine = LocalBatchingEngine("tiny", LocalEngine(load_model(tiny_model_dir)), max_batch=4)
+    request = ChatRequest.model_validate({"model": "tiny", "messages": [{"role": "user", "content": "tell me everything"}]})
+
+    async def scenario() -> int:
+        try:
+            task = asyncio.create_task(engine.complete(request, 400))  # ~1 s of decoding when left alone
+            while engine.running_rows == 0:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            deadline = time.monotonic() + 5
+            while engine.running_rows and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            return engine.running_rows
+        finally:
+            await engine.aclose()
+
+    assert asyncio.run(scenario()) == 0
+    steps = sum(engine.batch_sizes.values())
+    assert steps < 200, steps  # stopped long before the 400 tokens it was asked for

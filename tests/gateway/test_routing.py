@@ -59,3 +59,31 @@ def test_budget_downgrade_to_cheapest_at_or_above_floor() -> None:
     assert router.decide(route, _facts(budget_fraction=0.5, downgrade_at=0.8)).variant == "bf16"
     d = router.decide(route, _facts(budget_fraction=0.9, downgrade_at=0.8))
     assert d.variant == "int8" and "budget 90% spent" in d.reason
+
+
+def test_through_the_gateway_sessions_stick_and_tag_headers_raise_the_floor(rig_factory: Any) -> None:
+    import httpx
+
+    rig = rig_factory(routes=[{"name": "a", "model": "assistant",
+                               "canary": {"variant": "int8", "weight": 0.5, "sticky": "session"},
+                               "rules": [{"tag": "legal", "floor": "bf16", "reason": "legal stays high"}]}])
+
+    def ask(headers: dict[str, str], metadata: dict[str, str] | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"model": "assistant", "messages": [{"role": "user", "content": "x"}]}
+        if metadata:
+            body["metadata"] = metadata
+        r = httpx.post(rig.url + "/v1/chat/completions", json=body,
+                       headers={"authorization": "Bearer sk-test-acme", **headers})
+        assert r.status_code == 200, r.text
+        return r
+
+    seen = {}
+    for i in range(16):
+        variants = {ask({"x-quantgate-session": f"s{i}"}).headers["x-quantgate-variant"] for _ in range(3)}
+        assert len(variants) == 1  # one conversation, one variant
+        seen[f"s{i}"] = variants.pop()
+        # the session may also come in the body's metadata
+        assert ask({}, {"session_id": f"s{i}"}).headers["x-quantgate-variant"] == seen[f"s{i}"]
+    assert set(seen.values()) == {"int4", "int8"}
+    legal = ask({"x-quantgate-tags": "billing, legal", "x-quantgate-session": "s0"})
+    assert legal.headers["x-quantgate-variant"] == "bf16" and "legal stays high" in legal.headers["x-quantgate-route-reason"]

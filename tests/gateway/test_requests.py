@@ -1,0 +1,170 @@
+"""What a request asks for, end to end: its schemas, tool_choice and sampling parameters, and how refusals are counted.
+
+The official openai client (or httpx for bodies it would not send) against a real gateway in front of
+real fake upstreams.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.upstream import Reply, completion
+from tests.gateway.conftest import KEY, Rig
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}
+USER = [{"role": "user", "content": "x"}]
+
+
+def _post(rig: Rig, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(rig.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
+
+
+def _call(name: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"id": "call_1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "objec"}}}},
+     "response_format.json_schema.schema"),
+    ({"tools": [WEATHER, {"type": "function", "function": {"name": "bad", "parameters": {
+        "type": "object", "properties": {"n": {"type": "integer", "minimum": "zero"}}}}}]},
+     "tools.1.function.parameters"),
+])
+def test_an_invalid_json_schema_is_a_400_before_any_engine_call(rig: Rig, extra: dict[str, Any], param: str) -> None:
+    r = _post(rig, {"model": "assistant", "messages": USER, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["code"] == "invalid_schema"
+    assert err["message"].startswith(param + ": invalid JSON Schema at ")
+    assert not rig.upstreams["int4"].requests  # no tokens spent on a request that cannot be validated
+    assert rig.metric("quantgate_requests_total", route="assistant", variant="-", status="400") == 1
+
+
+@pytest.mark.parametrize("choice, param, words", [
+    ({"function": "get_weather"}, "tool_choice", "type"),
+    ({"type": "function", "function": {"name": "get_time"}}, "tool_choice.function.name",
+     "'get_time' is not among the request's tools (get_weather)"),
+    ("required", "tool_choice", "needs tools"),
+    ("sometimes", "tool_choice", "none"),
+])
+def test_a_bad_tool_choice_is_a_400(rig: Rig, choice: Any, param: str, words: str) -> None:
+    body: dict[str, Any] = {"model": "assistant", "messages": USER, "tool_choice": choice}
+    if choice != "required":
+        body["tools"] = [WEATHER]
+    r = _post(rig, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error"
+    assert err["param"].startswith(param) and words in err["message"]
+
+
+def test_a_named_tool_choice_is_forwarded_and_enforced(rig: Rig) -> None:
+    rig.replies["int4"] = lambda body: Reply(body=completion(None, _call("get_time", {"zone": "UTC"}), "tool_calls"))
+    rig.replies["int8"] = lambda body: Reply(body=completion(None, _call("get_weather", {"city": "Oslo"}), "tool_calls"))
+    raw = rig.client().chat.completions.with_raw_response.create(
+        model="assistant", messages=USER, tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert raw.headers["x-quantgate-variant"] == "int8" and raw.headers["x-quantgate-escalated"] == "1"
+    assert raw.parse().choices[0].message.tool_calls[0].function.name == "get_weather"
+    sent = rig.upstreams["int4"].requests[-1]["body"]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert rig.metric("quantgate_validation_failures_total", variant="int4", check="tool_choice",
+                      code="tool_call.wrong_function") == 1
+
+
+def test_sampling_parameters_reach_the_upstream(rig: Rig) -> None:
+    rig.client().chat.completions.create(model="assistant", messages=USER, temperature=0.3, top_p=0.9, seed=7,
+                                         max_tokens=12, stop=["END"], user="u-42")
+    sent = rig.upstreams["int4"].requests[-1]["body"]
+    assert (sent["temperature"], sent["top_p"], sent["seed"], sent["max_tokens"], sent["stop"], sent["user"]) == (
+        0.3, 0.9, 7, 12, ["END"], "u-42")
+
+
+def test_refused_requests_are_counted_with_their_status(rig: Rig) -> None:
+    with pytest.raises(openai.NotFoundError):
+        rig.client().chat.completions.create(model="nope", messages=USER)
+    with pytest.raises(openai.AuthenticationError):
+        rig.client(key="sk-wrong").chat.completions.create(model="assistant", messages=USER)
+    assert rig.metric("quantgate_requests_total", route="-", variant="-", status="404") == 1
+    assert rig.metric("quantgate_requests_total", route="assistant", variant="-", status="401") == 1
+
+
+def test_a_route_assertion_failure_escalates_and_is_logged(rig_factory: Any) -> None:
+    from tests.gateway.conftest import ADMIN
+    from tests.waiting import wait_until
+
+    rig = rig_factory(routes=[{"name": "a", "model": "assistant",
+                               "validate": {"assert": [{"type": "not-icontains", "value": "as an ai"}]}}])
+    rig.replies["int4"] = lambda body: Reply(body=completion("As an AI, I cannot say."))
+    raw = rig.client().chat.completions.with_raw_response.create(model="assistant", messages=USER)
+    assert raw.headers["x-quantgate-variant"] == "int8" and raw.headers["x-quantgate-escalated"] == "1"
+    assert raw.parse().choices[0].message.content == "answer from int8"
+    assert rig.metric("quantgate_escalations_total", route="a", from_variant="int4", to_variant="int8",
+                      reason="validation") == 1
+    assert rig.metric("quantgate_validation_failures_total", variant="int4", check="not-icontains",
+                      code="text.found") == 1
+    assert rig.metric("quantgate_successes_total", route="a", variant="int8") == 1
+    assert rig.metric("quantgate_request_seconds_count", route="a") == 1
+
+    def logged() -> list[dict[str, Any]]:
+        return httpx.get(rig.url + "/admin/events", params={"kind": "escalation"},
+                         headers={"authorization": f"Bearer {ADMIN}"}).json()["events"]
+
+    assert wait_until(lambda: len(logged()) == 1)
+    event = logged()[0]
+    assert (event["route"], event["variant"], event["reason"]) == ("a", "int8", "validation on int4")
+    assert "text.found" in json.dumps(event["detail"])
+
+
+def test_trimming_drops_orphaned_tool_turns_and_says_when_nothing_can_go(rig_factory: Any) -> None:
+    rig = rig_factory(routes=[{"name": "a", "model": "assistant",
+                               "limits": {"max_prompt_tokens": 40, "trim_oldest": True}}])
+    msgs = [{"role": "system", "content": "be brief"},
+            {"role": "user", "content": "weather? " * 20},
+            {"role": "assistant", "content": None, "tool_calls": _call("get_weather", {"city": "Oslo"})},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny " * 30},
+            {"role": "user", "content": "thanks"}]
+    rig.client().chat.completions.create(model="assistant", messages=msgs)
+    sent = rig.upstreams["int4"].requests[-1]["body"]["messages"]
+    # the old question went first, then the call; the call's answer alone would be an orphan, so it went too
+    assert [m["role"] for m in sent] == ["system", "user"] and sent[-1]["content"] == "thanks"
+    too_long = [{"role": "system", "content": "rules " * 100}, {"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as err:
+        rig.client().chat.completions.create(model="assistant", messages=too_long)
+    assert "even with every older turn dropped" in err.value.message and err.value.code == "context_length_exceeded"
+
+
+def test_a_malformed_upstream_answer_escalates(rig: Rig) -> None:
+    rig.replies["int4"] = lambda body: Reply(raw=b'{"choices": [{"message": ')
+    raw = rig.client().chat.completions.with_raw_response.create(model="assistant", messages=USER)
+    assert raw.headers["x-quantgate-variant"] == "int8" and raw.parse().choices[0].message.content == "answer from int8"
+    assert rig.metric("quantgate_attempts_total", variant="int4", outcome="error") == 1
+    assert rig.metric("quantgate_escalations_total", route="assistant", from_variant="int4", to_variant="int8",
+                      reason="error") == 1
+
+
+def test_an_oversized_body_without_content_length_is_a_413(rig: Rig) -> None:
+    def chunks() -> Any:
+        yield b'{"model": "assistant", "messages": [{"role": "user", "content": "'
+        for _ in range(40):
+            yield b"x" * 100_000
+        yield b'"}]}'
+
+    r = httpx.post(rig.url + "/v1/chat/completions", content=chunks(), headers={"authorization": f"Bearer {KEY}"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+
+
+def test_newer_tool_choice_forms_are_forwarded(rig: Rig) -> None:
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "name": "get_weather"}]}}
+    r = _post(rig, {"model": "assistant", "messages": USER, "tools": [WEATHER], "tool_choice": choice})
+    assert r.status_code == 200, r.text
+    assert rig.upstreams["int4"].requests[-1]["body"]["tool_choice"] == choice
