@@ -47,6 +47,17 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _output_file(path: Path, option: str) -> Path:
+    """Make ``path``'s folder before any work is done, so a bad output path fails first, in one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QuantgateError(f"{option} {path}: cannot create its folder ({exc.strerror})") from None
+    if path.is_dir():
+        raise QuantgateError(f"{option} {path}: is a directory, expected a file path")
+    return path
+
+
 def _console() -> Console:
     # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns.
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -99,7 +110,7 @@ def check(
     if out is None:
         summary = run_check(cases, sys.stdout, allow_python=allow_python)
     else:
-        with out.open("w", encoding="utf-8") as f:
+        with _output_file(out, "--out").open("w", encoding="utf-8") as f:
             summary = run_check(cases, f, allow_python=allow_python)
     typer.echo(summary.line(), err=True)
     raise typer.Exit(summary.exit_code)
@@ -127,6 +138,8 @@ def eval_command(
     from quantgate.store.runs import RunStore
 
     golden_set = load_golden(golden, default_registry())
+    if export is not None:
+        _output_file(export, "--export")
     console = _console()
     with RunStore(store) as runs:
         with console.status(f"loading {target}"):

@@ -89,6 +89,8 @@ def load_prompts(path: str | Path, max_tokens: int = 64) -> list[dict[str, Any]]
         body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens}
         if case.tools:
             body["tools"] = [dict(t) for t in case.tools]
+        if case.response_format:
+            body["response_format"] = case.response_format  # the gateway validates against it: part of the cost
         bodies.append(body)
     if not bodies:
         raise LoadtestError(f"{p}: no prompts")
@@ -126,13 +128,23 @@ async def _level(url: str, model: str, bodies: list[dict[str, Any]], concurrency
                         sample = sample or f"{r.status}: {(await r.text())[:200]}"
                         continue
                     if stream:
-                        first, n = None, 0
+                        first, n, done, failure = None, 0, False, None
                         async for line in r.content:
                             if line.startswith(b"data: {"):
                                 first = first or time.perf_counter()
                                 chunk = json.loads(line[6:])
+                                if "error" in chunk:
+                                    err = chunk["error"]
+                                    failure = str(err.get("message", err) if isinstance(err, dict) else err)
                                 if chunk.get("usage"):
                                     n = chunk["usage"].get("completion_tokens", n)
+                            elif line.strip() == b"data: [DONE]":
+                                done = True
+                        if failure is not None or not done:
+                            # a stream cut short (an error event, or no [DONE]) is a failed request
+                            errors += 1
+                            sample = sample or f"stream cut: {failure or 'ended without [DONE]'}"[:200]
+                            continue
                         if first is not None:
                             ttfts.append(first - t0)
                         tokens += n
@@ -178,14 +190,13 @@ def run_sweep(url: str, model: str, bodies: list[dict[str, Any]], levels: Sequen
 
 def format_table(results: Sequence[LevelResult]) -> str:
     head = (f"{'conc':>5} {'ok':>6} {'err':>5} {'shed':>5} {'req/s':>8} {'tok/s':>8} "
-            f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'ttft p50':>9} {'ttft p99':>9}")
+            f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'ttft p50':>9} {'ttft p95':>9} {'ttft p99':>9}")
     lines = [head]
     for r in results:
-        t50 = f"{r.ttft_p50_ms:9.1f}" if r.ttft_p50_ms is not None else f"{'-':>9}"
-        t99 = f"{r.ttft_p99_ms:9.1f}" if r.ttft_p99_ms is not None else f"{'-':>9}"
+        ttft = " ".join(f"{v:9.1f}" if v is not None else f"{'-':>9}" for v in (r.ttft_p50_ms, r.ttft_p95_ms, r.ttft_p99_ms))
         lines.append(f"{r.concurrency:>5} {r.ok:>6} {r.errors:>5} {r.shed:>5} {r.requests_per_s:>8.1f} "
                      f"{r.tokens_per_s:>8.1f} {r.latency_p50_ms:>8.1f} {r.latency_p95_ms:>8.1f} "
-                     f"{r.latency_p99_ms:>8.1f} {t50} {t99}")
+                     f"{r.latency_p99_ms:>8.1f} {ttft}")
     for r in results:
         if r.error_sample:
             lines.append(f"concurrency {r.concurrency}: first error: {r.error_sample}")

@@ -142,11 +142,17 @@ def test_eval_then_compare_exit_codes_and_reports(tmp_path: Path, capsys: pytest
     golden = _golden_file(tmp_path)
     store = tmp_path / "runs.sqlite"
     with _json_server(0) as good, _json_server(2) as bad:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        code, _, err = run(["eval", good.url, "--golden", str(golden), "--store", str(store),
+                            "--export", str(blocker / "run.jsonl")], capsys)
+        assert_one_line_error(code, err, "--export")  # refused before a single case is answered
+        assert not good.requests
         code, out, _ = run(["eval", good.url, "--golden", str(golden), "--store", str(store),
-                            "--export", str(tmp_path / "run.jsonl")], capsys)
+                            "--export", str(tmp_path / "runs" / "run.jsonl")], capsys)
         assert code == 0 and "30/30 cases passed" in out
         run_id = out.split()[1].rstrip(":")
-        assert len((tmp_path / "run.jsonl").read_text().splitlines()) == 31
+        assert len((tmp_path / "runs" / "run.jsonl").read_text().splitlines()) == 31
         code, out, _ = run(["compare", f"run:{run_id}", bad.url, "--golden", str(golden), "--store", str(store),
                             "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"),
                             "--markdown", str(tmp_path / "r.md"), "--html", str(tmp_path / "r.html")], capsys)
@@ -183,6 +189,12 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     code, out, _ = run(["check", "--cases", str(cases)], capsys)
     verdicts = [json.loads(line) for line in out.splitlines()]
     assert code == 1 and [v["passed"] for v in verdicts] == [True, False]
+    code, _, _ = run(["check", "--cases", str(cases), "--out", str(tmp_path / "new" / "verdicts.jsonl")], capsys)
+    assert code == 1 and len((tmp_path / "new" / "verdicts.jsonl").read_text().splitlines()) == 2
+    code, _, err = run(["check", "--cases", str(cases), "--out", str(cases / "x.jsonl")], capsys)
+    assert_one_line_error(code, err, f"--out {cases / 'x.jsonl'}: cannot create its folder")
+    code, _, err = run(["check", "--cases", str(cases), "--out", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, "is a directory, expected a file path")
     cases.write_text('{"case": {"id": "c", "assert": [{"type": "nope"}]}, "output": "x"}\n')
     code, _, err = run(["check", "--cases", str(cases)], capsys)
     assert_one_line_error(code, err, "cases.jsonl:1")

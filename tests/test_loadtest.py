@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from quantgate.cli import main
-from quantgate.loadtest import LoadtestError, load_prompts, percentile, run_sweep
+from quantgate.loadtest import LoadtestError, format_table, load_prompts, percentile, run_sweep
 from tests.fakes.upstream import FakeUpstream, Reply, completion, sse_events
 
 
@@ -51,6 +51,25 @@ def test_stream_measures_ttft_and_tokens() -> None:
     assert r.ok == 6 and r.ttft_p50_ms is not None and r.tokens_per_s > 0
 
 
+def test_a_cut_stream_is_an_error_not_a_success() -> None:
+    replies = iter([sse_events(["a"], finish_reason=None, done=False),  # the server died mid-answer
+                    sse_events(["a"])[:2] + ['{"error": {"message": "upstream went away"}}'],  # a gateway's cut
+                    sse_events(["a", "b"])] * 4)
+    with FakeUpstream(reply=lambda body: Reply(events=next(replies))) as up:
+        [r] = run_sweep(up.url, "fake", [{"messages": [{"role": "user", "content": "x"}]}], [1], 6, stream=True)
+    assert (r.ok, r.errors) == (2, 4)
+    assert r.error_sample == "stream cut: ended without [DONE]"
+
+
+def test_the_table_shows_every_ttft_percentile() -> None:
+    with FakeUpstream(reply=_usage_only_when_asked) as up:
+        results = run_sweep(up.url, "fake", [{"messages": [{"role": "user", "content": "x"}]}], [1], 3, stream=True)
+    head, row = format_table(results).splitlines()[:2]
+    assert head.split()[-6:] == ["ttft", "p50", "ttft", "p95", "ttft", "p99"]
+    assert row.split()[-3:] == [f"{v:.1f}" for v in (results[0].ttft_p50_ms, results[0].ttft_p95_ms,
+                                                      results[0].ttft_p99_ms)]
+
+
 def test_prompt_files(tmp_path: Path) -> None:
     bodies = tmp_path / "b.jsonl"
     bodies.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}], "model": "x"}) + "\n")
@@ -58,6 +77,13 @@ def test_prompt_files(tmp_path: Path) -> None:
     golden = Path(__file__).resolve().parents[1] / "quantgate" / "reference" / "golden" / "golden.jsonl"
     loaded = load_prompts(golden, max_tokens=8)
     assert len(loaded) == 320 and all(b["max_tokens"] == 8 for b in loaded)
+    # a case's response_format travels with its prompt: the gateway validates against it, part of the cost
+    fmt = {"type": "json_object"}
+    cases = tmp_path / "g.jsonl"
+    cases.write_text(json.dumps({"id": "a", "prompt": "json please", "response_format": fmt,
+                                 "assert": [{"type": "is-json"}]}) + "\n")
+    assert load_prompts(cases) == [{"messages": [{"role": "user", "content": "json please"}], "max_tokens": 64,
+                                    "response_format": fmt}]
     with pytest.raises(LoadtestError, match="not found"):
         load_prompts(tmp_path / "nope.jsonl")
 

@@ -74,4 +74,6 @@ CODES: Final[Mapping[str, str]] = MappingProxyType({
     "citation.none": "has-citation: no [n] citation in the output",
     "citation.unknown_source": "has-citation: a citation [n] refers to no supplied source",
     "citation.cited": "the output cites supplied sources (the failure of not-has-citation)",
+    # not a check: quantgate eval's verdict (type "engine") for a case the target did not answer
+    "engine.error": "eval: the target failed to answer (an error or timeout); the case counts as failed",
 })

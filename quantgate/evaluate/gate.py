@@ -41,6 +41,9 @@ METRICS = {"pass_rate", "critical_regressions", "kl_mean", "kl_p99", "top1_agree
            "ppl_ratio", "length_ratio", "latency_p50_ratio", "latency_p95_ratio", "latency_p99_ratio",
            "cost_per_success_ratio"}
 BOUNDS = {"max_drop", "max_relative_drop", "max", "min"}
+# The bounds each metric reads (every other metric: min and/or max); any other bound on it would
+# be silently ignored, so it is refused.
+_METRIC_BOUNDS = {"pass_rate": ("max_drop", "max_relative_drop"), "critical_regressions": ("max",)}
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def load_policy(path: str | Path) -> Policy:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise QuantgateError(f"{p}: no such policy file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QuantgateError(f"{p}: cannot read the policy file ({exc})") from None
     except yaml.YAMLError as exc:
         raise QuantgateError(f"{p}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
@@ -132,8 +137,12 @@ def load_policy(path: str | Path) -> Policy:
         for key in BOUNDS & set(raw):
             if isinstance(raw[key], bool) or not isinstance(raw[key], (int, float)):
                 raise QuantgateError(f"{where}.{key}: expected a number, got {raw[key]!r}")
-        if not BOUNDS & set(raw):
-            raise QuantgateError(f"{where}: needs a bound ({', '.join(sorted(BOUNDS))})")
+        allowed = _METRIC_BOUNDS.get(raw["metric"], ("min", "max"))
+        wrong = sorted((BOUNDS & set(raw)) - set(allowed))
+        if wrong:
+            raise QuantgateError(f"{where}.{wrong[0]}: {raw['metric']} takes {' or '.join(allowed)}, not {wrong[0]}")
+        if not set(allowed) & set(raw):
+            raise QuantgateError(f"{where}: {raw['metric']} needs a bound: {' or '.join(allowed)}")
         for key in ("tag", "check"):
             if key in raw and not isinstance(raw[key], str):
                 raise QuantgateError(f"{where}.{key}: expected a string")
@@ -174,7 +183,12 @@ def _evaluate(rule: Rule, report: dict[str, Any]) -> RuleResult:
         block = beh["overall"] if not (rule.tag or rule.check) else (
             beh["by_tag"].get(rule.tag) if rule.tag else beh["by_check"].get(rule.check))
         if block is None:
-            return RuleResult(rule.label, "skip", None, None, None, "", "no cases in this scope")
+            # a policy may serve several golden sets, so an absent scope is skipped, but named with the
+            # ones there are: a misspelt tag should be visible in the report
+            known = sorted(beh["by_tag"] if rule.tag else beh["by_check"])
+            return RuleResult(rule.label, "skip", None, None, None, "",
+                              f"no cases with {'tag' if rule.tag else 'check'} {rule.tag or rule.check!r} here; "
+                              f"there are: {', '.join(known[:20]) or 'none'}")
         diff = block["diff"]
         floor = -rule.max_drop if rule.max_drop is not None else None
         if rule.max_relative_drop is not None:

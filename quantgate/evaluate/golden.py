@@ -58,6 +58,8 @@ def _raw_cases(path: Path, text: str, problems: list[str]) -> list[tuple[int, An
             out.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
             problems.append(f"{path.name}:{number}: not valid JSON ({exc.msg} at column {exc.colno})")
+        except RecursionError:
+            problems.append(f"{path.name}:{number}: not valid JSON (nested too deeply)")
     return out
 
 
@@ -67,6 +69,9 @@ def _yaml_cases(path: Path, text: str, problems: list[str]) -> list[tuple[int, A
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except RecursionError:
+        problems.append(f"{path.name}: not valid YAML (nested too deeply)")
+        return []
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -80,6 +85,16 @@ def _yaml_cases(path: Path, text: str, problems: list[str]) -> list[tuple[int, A
         problems.append(f"{path.name}:1: expected a list of cases (or a mapping with 'cases')")
         return []
     return [(item.start_mark.line + 1, raw) for item, raw in zip(items.value, data)]
+
+
+def _answerable(case: Case) -> str | None:
+    """What stops a model from answering ``case`` (``quantgate check`` grades given outputs and needs neither)."""
+    if not case.messages and case.prompt is None:
+        return "case: needs 'messages' or 'prompt': a golden case is answered by the model under test"
+    max_tokens = (case.metadata or {}).get("max_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        return f"case.metadata.max_tokens: expected an integer >= 1, got {json.dumps(max_tokens)[:40]}"
+    return None
 
 
 def load_golden(path: str | Path, registry: Registry) -> GoldenSet:
@@ -106,6 +121,10 @@ def load_golden(path: str | Path, registry: Registry) -> GoldenSet:
             program = registry.compile_case(case)
         except CheckConfigError as exc:
             problems.append(str(exc))
+            continue
+        problem = _answerable(case)
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
             continue
         if case.id in seen:
             problems.append(f"{where}: case.id: duplicate id {case.id!r} (first at {seen[case.id]})")

@@ -25,6 +25,7 @@ from .helpers import verdict
         ("contains-all", ["a", "b"], "a and b", True, "ok"),
         ("contains-all", ["a", "z"], "a and b", False, "text.not_found"),
         ("icontains-all", ["A", "B"], "a and b", True, "ok"),
+        ("icontains-all", ["A", "Z"], "a and b", False, "text.not_found"),
         ("contains-any", ["x", "b"], "a and b", True, "ok"),
         ("contains-any", ["x", "y"], "a and b", False, "text.not_found"),
         ("icontains-any", ["X", "B"], "a and b", True, "ok"),

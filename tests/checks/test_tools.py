@@ -184,6 +184,8 @@ def test_is_valid_tool_call_respects_explicit_additional_properties() -> None:
 def test_is_valid_tool_call_tools_from_value_and_alias() -> None:
     assert verdict("is-valid-tool-call", hermes(("now", {})), [NOARGS]).passed
     assert verdict("is-valid-openai-tools-call", hermes(("now", {})), tools=TOOLS).passed
+    v = verdict("is-valid-openai-tools-call", hermes(("nope", {})), tools=TOOLS)
+    assert not v.passed and v.code.startswith("tool_call.")
     v = verdict("not-is-valid-tool-call", hermes(("now", {})), tools=TOOLS)
     assert (v.passed, v.code) == (False, "tool_call.valid")
 

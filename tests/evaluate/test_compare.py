@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from quantgate.errors import QuantgateError
-from quantgate.evaluate.gate import DEFAULT_POLICY, Policy, Rule, evaluate_gate
 from quantgate.evaluate.pipeline import CostSpec, compare_sides
 from quantgate.quantize.storage import quantize_to_dir
 from quantgate.store.runs import RunStore
@@ -107,24 +106,19 @@ def test_local_models_get_token_metrics(tiny_model_dir: Path, tmp_path: Path) ->
     assert outcome.report["baseline"]["scheme"] == "fp32" and outcome.report["candidate"]["scheme"] == "int8wo"
 
 
-def _report(diff: tuple[float, float, float], kl: float = 0.01, crit: list[str] | None = None) -> dict:  # type: ignore[type-arg]
-    est, low, high = diff
-    block = {"n": 100, "baseline": {"estimate": 0.9, "low": 0.8, "high": 0.95}, "candidate": {},
-             "diff": {"estimate": est, "low": low, "high": high}, "regressions": 3, "improvements": 1, "mcnemar_p": 0.6}
-    return {"confidence": 0.95, "behaviour": {"overall": block, "by_tag": {}, "by_check": {}, "critical_regressions": crit or []},
-            "tokens": {"kl_mean": kl, "kl_se": 0.001, "top1_agreement": 0.97, "top1_se": 0.005, "kl_p99": 0.1,
-                       "greedy_identical": 0.8, "ppl_ratio": 1.01},
-            "length": {"ratio": {"estimate": 1.0, "low": 0.95, "high": 1.05}, "wilcoxon_p": 0.5},
-            "performance": {"baseline": {"latency_s": {"p95": 1.0}}, "candidate": {"latency_s": {"p95": 1.3}}}}
+def test_consistency_counts_passing_samples_and_distinct_answers() -> None:
+    from quantgate.evaluate.compare import _consistency
+    from quantgate.store.runs import CaseRecord
 
+    def rec(case: str, sample: int, passed: bool, text: str) -> CaseRecord:
+        return CaseRecord(case, sample, passed, text, [], {}, {}, None, None)
 
-def test_gate_three_outcomes_from_interval_position() -> None:
-    assert evaluate_gate(_report((-0.01, -0.025, 0.005))).verdict == "pass"
-    assert evaluate_gate(_report((-0.02, -0.05, 0.01))).verdict == "warn"
-    assert evaluate_gate(_report((-0.1, -0.15, -0.05))).verdict == "fail"
-    assert evaluate_gate(_report((0.0, -0.01, 0.01), crit=["c1"])).verdict == "fail"
-    assert evaluate_gate(_report((0.0, -0.01, 0.01), kl=0.2)).verdict == "fail"
-    latency = Policy((Rule("latency_p95_ratio", max=1.2),))
-    result = evaluate_gate(_report((0.0, -0.01, 0.01)), latency)
-    assert result.verdict == "fail" and result.results[0].value == pytest.approx(1.3)
-    assert DEFAULT_POLICY.rules[0].metric == "pass_rate"
+    base = [rec("a", 0, True, "x"), rec("a", 1, True, "x "), rec("a", 2, True, "x"),
+            rec("b", 0, True, "p"), rec("b", 1, False, "q"), rec("once", 0, True, "z")]
+    cand = [rec("a", 0, True, "x"), rec("a", 1, False, "y"), rec("a", 2, False, "w"),
+            rec("b", 0, False, "q"), rec("b", 1, False, "q"), rec("once", 0, False, "z")]
+    got = _consistency(base, cand)
+    assert got["cases"] == 2  # a case answered once says nothing about consistency
+    assert got["baseline"] == {"pass_share": pytest.approx((1 + 0.5) / 2), "distinct_mean": 1.5}  # "x " is "x"
+    assert got["candidate"] == {"pass_share": pytest.approx((1 / 3 + 0) / 2), "distinct_mean": 2.0}
+    assert got["per_case"]["a"]["candidate"] == {"pass_share": pytest.approx(1 / 3), "distinct": 3}

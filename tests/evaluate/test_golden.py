@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from quantgate.checks import default_registry
 from quantgate.errors import QuantgateError
@@ -69,3 +71,50 @@ def test_unreadable_files(tmp_path: Path, content: bytes | None, match: str) -> 
         f.write_bytes(content)
     with pytest.raises(QuantgateError, match=match):
         load_golden(f, default_registry())
+
+
+def test_cases_a_model_cannot_answer_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "g.jsonl"
+    lines = [
+        json.dumps({"id": "a", "assert": [{"type": "is-json"}]}),
+        json.dumps({**GOOD, "id": "b", "metadata": {"max_tokens": "abc"}}),
+        json.dumps({**GOOD, "id": "c", "metadata": {"max_tokens": 0}}),
+        json.dumps({**GOOD, "id": "d", "metadata": {"max_tokens": True}}),
+        "[" * 100_000 + "]" * 100_000,
+        json.dumps({**GOOD, "id": "e", "metadata": {"max_tokens": 16}}),
+    ]
+    f.write_text("\n".join(lines))
+    with pytest.raises(GoldenSetError) as info:
+        load_golden(f, default_registry())
+    assert info.value.problems == [  # syntax first (the whole file is read before cases compile)
+        "g.jsonl:5: not valid JSON (nested too deeply)",
+        "g.jsonl:1: case: needs 'messages' or 'prompt': a golden case is answered by the model under test",
+        'g.jsonl:2: case.metadata.max_tokens: expected an integer >= 1, got "abc"',
+        "g.jsonl:3: case.metadata.max_tokens: expected an integer >= 1, got 0",
+        "g.jsonl:4: case.metadata.max_tokens: expected an integer >= 1, got true",
+    ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(
+    st.text(max_size=60),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                     st.sampled_from(["id", "prompt", "messages", "assert", "tags", "critical", "samples", "metadata",
+                                      "tools", "sources", "type", "value", "role", "content", "max_tokens"]),
+                     inner, max_size=4), max_leaves=12).map(json.dumps)), min_size=1, max_size=4))
+def test_any_file_loads_or_fails_with_located_problems(tmp_path: Path, lines: list[str]) -> None:
+    f = tmp_path / "fuzz.jsonl"
+    f.write_text("\n".join(line.replace("\n", " ").replace("\r", " ") for line in lines))
+    try:
+        load_golden(f, default_registry())
+    except GoldenSetError as e:
+        assert e.problems and all(p.startswith("fuzz.jsonl") for p in e.problems)
+
+
+def test_deeply_nested_yaml_is_a_located_problem(tmp_path: Path) -> None:
+    f = tmp_path / "g.yaml"
+    f.write_text("- id: a\n  prompt: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(GoldenSetError) as info:
+        load_golden(f, default_registry())
+    assert info.value.problems == ["g.yaml: not valid YAML (nested too deeply)"]

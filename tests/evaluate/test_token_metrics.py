@@ -44,3 +44,27 @@ def test_first_divergence() -> None:
 def test_shape_mismatch() -> None:
     with pytest.raises(ValueError, match="shapes differ"):
         position_metrics(torch.zeros(2, 3), torch.zeros(3, 3), [0, 1])
+
+
+def test_summary_statistics_on_known_values() -> None:
+    from quantgate.evaluate.token_metrics import PositionMetrics
+
+    def case(kl: list[float], agree: list[bool], dp: list[float], nb: list[float], nc: list[float]) -> PositionMetrics:
+        return PositionMetrics(np.array(kl), np.array(agree), np.array(dp), np.array(nb), np.array(nc))
+
+    # 10 positions over two cases: KL 0.0 .. 0.9, three top-1 disagreements
+    a = case([0.0, 0.1, 0.2, 0.3], [True, False, True, True], [0.1, -0.1, 0.2, -0.2], [1.0, 1.0, 1.0, 1.0],
+             [1.0, 1.5, 1.0, 1.0])
+    b = case([0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [True, True, False, True, False, True], [0.0, 0.0, 0.3, 0.0, -0.3, 0.0],
+             [2.0] * 6, [2.0, 2.0, 2.5, 2.0, 2.5, 2.0])
+    r = summarise([a, b], [None, 3, None, 1])
+    assert r.positions == 10
+    assert r.kl_mean == pytest.approx(0.45) and r.kl_max == pytest.approx(0.9)
+    assert r.kl_p90 == pytest.approx(0.81) and r.kl_p99 == pytest.approx(0.891)  # linear interpolation
+    assert r.top1_agreement == pytest.approx(0.7)
+    assert r.top1_se == pytest.approx(math.sqrt(0.7 * 0.3 * 10 / 9 / 10))  # sample SD / sqrt(n)
+    assert r.dp_mean == pytest.approx(0.0) and r.dp_rms == pytest.approx(math.sqrt(0.28 / 10))
+    assert r.ppl_base == pytest.approx(math.exp(1.6)) and r.ppl_cand == pytest.approx(math.exp(1.75))
+    assert r.ppl_ratio == pytest.approx(math.exp(0.15))
+    assert r.greedy_identical == 0.5 and r.first_divergence_median == 2.0
+    assert sum(r.kl_histogram["counts"]) == 10
