@@ -47,16 +47,11 @@ def test_weights_files_and_shapes() -> None:
     assert "chat_template" in json.loads((WEIGHTS / "tokenizer_config.json").read_text())
 
 
-# The committed model (2,600 steps under bf16 autocast; docs/reference-model.md) clears the bar for
-# the four behaviours issue 2 names (tool calls, JSON, refusals, cited answers). Short answers miss
-# it by one prompt: the held-out greeting "thanks a lot" is refused (5 of these 40), a strict xfail
-# to be unmarked when a retrained model fixes it.
-_SHORT_XFAIL = pytest.mark.xfail(strict=True, reason="issue 2: the held-out greeting 'thanks a lot' is refused "
-                                                     "(5 of 40 short prompts; 87.5% valid)")
-
-
+# The committed model (2,600 steps under bf16 autocast, training-only greetings; docs/reference-model.md)
+# clears the bar for all five behaviours on these 40 prompts each (short answers: 39 of 40; the held-out
+# greeting "Hi, how are you?" is the one refused).
 @needs_weights
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=_SHORT_XFAIL) if k == "short" else k for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_heldout_validity(reference: tuple[object, object], kind: str) -> None:
     from quantgate.reference.evaluate import MAX_NEW_TOKENS, generate_outputs
 
