@@ -303,14 +303,14 @@ class Pipeline:
 
     async def _attempt_untraced(self, p: Prepared, variant: str) -> Completion:
         await self._acquire(p, variant)
+        adm = self.admission[variant]  # held: a hot swap may retire the name before the answer comes
         try:
-            remaining = p.deadline_s - (time.perf_counter() - p.started)
             return await asyncio.wait_for(self.engines[variant].complete(p.request, p.max_tokens),
-                                          timeout=max(0.001, remaining))
+                                          timeout=max(0.001, self._time_left(p)))
         except TimeoutError:
             raise EngineFailure("timeout", f"{variant}: no answer within the request deadline") from None
         finally:
-            self.admission[variant].release()
+            adm.release()
 
     def _time_left(self, p: Prepared) -> float:
         """Seconds until the request's deadline: past it, no further rung can answer in time."""
