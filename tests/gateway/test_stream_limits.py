@@ -97,3 +97,31 @@ def test_engine_second_prices_are_reserved_for_the_deadline_and_charged(rig_fact
     r = httpx.post(url, headers=short, json={"model": "assistant", "messages": USER, "stream": True})
     assert _events(r)[-1] == "[DONE]"
     assert rig.metric("quantgate_cost_total", route="a", variant="int4") - buffered >= 0.001  # streams pay too
+
+
+def test_queue_wait_in_flight_and_first_token_are_measured(rig_factory: Any) -> None:
+    rig: Rig = rig_factory(variant={"max_concurrency": 1},
+                           routes=[{"name": "a", "model": "assistant", "variants": ["int4"]}])
+    rig.replies["int4"] = lambda body: Reply(events=sse_events(["a", "b"]), event_delay_s=0.3)
+    body = {"model": "assistant", "messages": USER, "stream": True}
+
+    async def two() -> tuple[httpx.Response, httpx.Response, str]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            first = asyncio.create_task(client.post(rig.url + "/v1/chat/completions", json=body, headers=AUTH))
+            while True:  # the first holds the only slot: the second queues behind it
+                listing = (await client.get(rig.url + "/admin/variants", headers=ADMIN_AUTH)).json()
+                if listing["variants"][0]["in_flight"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            scrape = (await client.get(rig.url + "/metrics")).text
+            second = await client.post(rig.url + "/v1/chat/completions", json=body, headers=AUTH)
+            return await first, second, scrape
+
+    first, second, scrape = asyncio.run(two())
+    assert first.status_code == second.status_code == 200
+    assert 'quantgate_in_flight{variant="int4"} 1.0' in scrape
+    assert rig.metric("quantgate_queue_wait_seconds_count", variant="int4") == 2
+    assert rig.metric("quantgate_queue_wait_seconds_sum", variant="int4") >= 0.3  # the second waited for the first
+    assert rig.metric("quantgate_time_to_first_token_seconds_count", route="a") == 2
+    assert rig.metric("quantgate_time_to_first_token_seconds_sum", route="a") >= 0.6  # first chunk after 0.3 s each
+    assert rig.metric("quantgate_in_flight", variant="int4") == 0
