@@ -48,8 +48,8 @@ def test_weights_files_and_shapes() -> None:
 
 
 # The committed model (2,600 steps under bf16 autocast, training-only greetings; docs/reference-model.md)
-# clears the bar for all five behaviours on these 40 prompts each (short answers: 39 of 40; the held-out
-# greeting "Hi, how are you?" is the one refused).
+# clears the bar for all five behaviours on these 40 prompts each (all valid); on 320 more per
+# behaviour its lowest rate is extraction's (about 92%).
 @needs_weights
 @pytest.mark.parametrize("kind", KINDS)
 def test_heldout_validity(reference: tuple[object, object], kind: str) -> None:
