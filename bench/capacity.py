@@ -25,8 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import REFERENCE_DIR, RESULTS, machine_info  # noqa: E402
-from bench.gateway import _free_port, _start, _wait_http  # noqa: E402
+from bench.common import REFERENCE_DIR, RESULTS, free_port, machine_info, start_process, wait_http  # noqa: E402
 from quantgate.loadtest import format_table, load_prompts, run_sweep, to_json  # noqa: E402
 
 GOLDEN = REPO / "quantgate" / "reference" / "golden" / "golden.jsonl"
@@ -60,14 +59,14 @@ def main() -> None:
                 dirs[scheme] = Path(tmp) / scheme
                 subprocess.run([sys.executable, "-m", "quantgate.cli", "quantize", str(REFERENCE_DIR),
                                 "--scheme", scheme, "--out", str(dirs[scheme])], check=True, stdout=subprocess.DEVNULL)
-        port = _free_port()
+        port = free_port()
         cfg = Path(tmp) / "gateway.yaml"
         cfg.write_text(_config(dirs, port))
-        server = _start([sys.executable, "-m", "quantgate.cli", "serve", "--config", str(cfg)])
+        server = start_process([sys.executable, "-m", "quantgate.cli", "serve", "--config", str(cfg)])
         url = f"http://127.0.0.1:{port}"
         results = {}
         try:
-            _wait_http(url + "/healthz", timeout=180)
+            wait_http(url + "/healthz", timeout=180)
             for scheme in schemes:
                 run_sweep(url, scheme, bodies, [1], 8, stream=True)  # warm-up: first batches, allocator
                 results[scheme] = run_sweep(url, scheme, bodies, levels, args.requests, stream=True)

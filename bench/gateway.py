@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,31 +29,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine_info  # noqa: E402
+from bench.common import RESULTS, free_port, machine_info, start_process, wait_http  # noqa: E402
 from quantgate.loadtest import run_sweep  # noqa: E402
 
 BODY = {"messages": [{"role": "user", "content": "What is 6 times 7? Answer in one short sentence."}],
         "max_tokens": 16, "user": "bench-user"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float = 60.0) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -101,10 +80,6 @@ def _throughput(url: str, model: str, key: str | None, pid: int, requests: int) 
             "cpu_ms_per_request": 1000 * cpu / max(1, r.ok), "p50_ms": r.latency_p50_ms, "p99_ms": r.latency_p99_ms}
 
 
-def _start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-
-
 def _litellm(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     venv = REPO / "bench" / ".litellm-venv"
     exe = venv / "bin" / "litellm"
@@ -115,12 +90,12 @@ def _litellm(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str
     cfg = workdir / "litellm.yaml"
     cfg.write_text(f"model_list:\n  - model_name: assistant\n    litellm_params:\n      model: openai/bench\n"
                    f"      api_base: {upstream}/v1\n      api_key: none\n")
-    port = _free_port()
+    port = free_port()
     # No master key, as a new user starts it locally; recent versions refuse that without this flag.
     env = {**os.environ, "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
-    proc = _start([str(exe), "--config", str(cfg), "--port", str(port), "--num_workers", "1"], env=env)
+    proc = start_process([str(exe), "--config", str(cfg), "--port", str(port), "--num_workers", "1"], env=env)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
+        wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
     except RuntimeError:
         proc.kill()
         print("litellm did not start:", (proc.stderr.read() if proc.stderr else b"")[-400:].decode(errors="replace"))
@@ -139,17 +114,17 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        up_port = _free_port()
-        procs.append(_start([sys.executable, str(REPO / "bench" / "fake_upstream.py"), "--port", str(up_port)]))
+        up_port = free_port()
+        procs.append(start_process([sys.executable, str(REPO / "bench" / "fake_upstream.py"), "--port", str(up_port)]))
         upstream = f"http://127.0.0.1:{up_port}"
-        _wait_http(upstream + "/v1/models")
-        gw_port = _free_port()
+        wait_http(upstream + "/v1/models")
+        gw_port = free_port()
         (work / "gw.yaml").write_text(_quantgate_config(upstream, gw_port, work / "events.sqlite"))
-        gw = _start([sys.executable, "-m", "quantgate.cli", "serve", "--config", str(work / "gw.yaml")])
+        gw = start_process([sys.executable, "-m", "quantgate.cli", "serve", "--config", str(work / "gw.yaml")])
         procs.append(gw)
         gateway = f"http://127.0.0.1:{gw_port}"
         try:
-            _wait_http(gateway + "/healthz")
+            wait_http(gateway + "/healthz")
             run_sweep(gateway, "assistant", [BODY], [16], 500, api_key="sk-bench")  # warm-up
             direct_rounds, gw_rounds = [], []
             for _ in range(a.rounds):

@@ -104,12 +104,13 @@ class LocalBatchingEngine:
 
     async def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]:
         loop = asyncio.get_running_loop()
-        job = _Job(self._engine.render(_messages(request), _tools(request)), self._params(request, max_tokens),
+        tools = _tools(request)
+        job = _Job(self._engine.render(_messages(request), tools), self._params(request, max_tokens),
                    loop, deltas=asyncio.Queue())
         self._jobs.put(job)
         # Text that may open a Hermes <tool_call> block is held back: a tool call goes out as an
         # OpenAI tool_calls delta at the end, never as raw markup in the content.
-        held = "" if request.tools and request.tool_choice != "none" else None
+        held = "" if tools else None
         try:
             async for piece in self._pieces(job, held):
                 yield piece

@@ -277,10 +277,9 @@ class Pipeline:
     # -- the engine, validation and escalation ---------------------------------------------
     async def _acquire(self, p: Prepared, variant: str) -> float:
         adm = self.admission[variant]
-        remaining = p.deadline_s - (time.perf_counter() - p.started)
         try:
             with self.tracer.span("quantgate.admission", **{"quantgate.variant": variant}):
-                waited = await adm.acquire(p.tenant.priority, remaining)
+                waited = await adm.acquire(p.tenant.priority, self._time_left(p))
         except ApiError as e:
             self.metrics.shed.labels(e.code or "admission").inc()
             self.metrics.requests.labels(p.route.name, variant, str(e.status)).inc()
@@ -318,7 +317,7 @@ class Pipeline:
 
     def _deadline_at(self, p: Prepared) -> float:
         """The request's deadline on the event loop's clock (``asyncio.timeout_at``)."""
-        return asyncio.get_running_loop().time() + p.deadline_s - (time.perf_counter() - p.started)
+        return asyncio.get_running_loop().time() + self._time_left(p)
 
     def _meter(self, p: Prepared, variant: str, prompt: int, completion: int, engine_s: float) -> float:
         cost = self._prices[variant].cost(prompt, completion, engine_s)

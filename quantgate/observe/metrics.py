@@ -25,7 +25,8 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry(auto_describe=True)
         p = "quantgate_"
-        self.requests = Counter(p + "requests", "Requests, by route, final variant and HTTP status ('-' where the request was refused before one was known)",
+        self.requests = Counter(p + "requests", "Requests, by route, final variant and HTTP status "
+                                "('-' where the request was refused before one was known)",
                                 ["route", "variant", "status"], registry=r)
         self.successes = Counter(p + "successes", "Requests answered with a valid completion", ["route", "variant"],
                                  registry=r)

@@ -5,8 +5,9 @@ manager, so the request path pays one attribute check per stage. With one (built
 ``tracing`` config section, or injected in tests), each request gets a ``quantgate.request`` span
 with children ``quantgate.prepare`` (holding ``quantgate.auth``, ``quantgate.route``,
 ``quantgate.token_budget`` and ``quantgate.limits``), one ``quantgate.attempt`` per engine call
-(variant, outcome; holding ``quantgate.admission``, the wait for a slot) and ``quantgate.validate``. The provider is owned by the app, never set as
-OpenTelemetry's global, so two gateways in one process trace independently.
+(variant, outcome; holding ``quantgate.admission``, the wait for a slot) and ``quantgate.validate``.
+The provider is owned by the app, never set as OpenTelemetry's global, so two gateways in one
+process trace independently.
 """
 
 from __future__ import annotations

@@ -24,6 +24,15 @@ def _events(r: httpx.Response) -> list[Any]:
             for line in r.text.splitlines() if line.startswith("data: ")]
 
 
+async def _until_int4_is_busy(client: httpx.AsyncClient, rig: Rig) -> None:
+    """Poll the admin API until int4's only slot is taken (no fixed sleep: a loaded machine is slow)."""
+    while True:
+        listing = (await client.get(rig.url + "/admin/variants", headers=ADMIN_AUTH)).json()
+        if next(v for v in listing["variants"] if v["name"] == "int4")["in_flight"] == 1:
+            return
+        await asyncio.sleep(0.02)
+
+
 def test_a_shed_stream_gives_back_what_it_reserved(rig_factory: Any) -> None:
     # worst case per request on int4: 5 prompt tokens * 100e-6 + 50 completion tokens * 200e-6 = 0.0105;
     # the budget holds two reservations, not three
@@ -37,11 +46,7 @@ def test_a_shed_stream_gives_back_what_it_reserved(rig_factory: Any) -> None:
         async with httpx.AsyncClient(timeout=10) as client:
             body = {"model": "assistant", "messages": USER, "stream": True}
             holder = asyncio.create_task(client.post(rig.url + "/v1/chat/completions", json=body, headers=AUTH))
-            while True:  # until the holder has the only slot
-                listing = (await client.get(rig.url + "/admin/variants", headers=ADMIN_AUTH)).json()
-                if next(v for v in listing["variants"] if v["name"] == "int4")["in_flight"] == 1:
-                    break
-                await asyncio.sleep(0.02)
+            await _until_int4_is_busy(client, rig)  # the holder has the only slot
             shed = [await client.post(rig.url + "/v1/chat/completions", json=body, headers=AUTH) for _ in range(2)]
             return [await holder, *shed]
 
@@ -108,11 +113,7 @@ def test_queue_wait_in_flight_and_first_token_are_measured(rig_factory: Any) -> 
     async def two() -> tuple[httpx.Response, httpx.Response, str]:
         async with httpx.AsyncClient(timeout=10) as client:
             first = asyncio.create_task(client.post(rig.url + "/v1/chat/completions", json=body, headers=AUTH))
-            while True:  # the first holds the only slot: the second queues behind it
-                listing = (await client.get(rig.url + "/admin/variants", headers=ADMIN_AUTH)).json()
-                if listing["variants"][0]["in_flight"] == 1:
-                    break
-                await asyncio.sleep(0.02)
+            await _until_int4_is_busy(client, rig)  # the first holds the only slot: the second queues behind it
             scrape = (await client.get(rig.url + "/metrics")).text
             second = await client.post(rig.url + "/v1/chat/completions", json=body, headers=AUTH)
             return await first, second, scrape
