@@ -6,7 +6,8 @@ and widen every interval). Choices, each the standard one for small samples:
 
 - a pass rate: Wilson score interval (good coverage near 0 and 1, unlike the Wald interval);
 - the change in pass rate: Newcombe's hybrid score interval for paired proportions (method 10,
-  Stat. Med. 1998), built from the two Wilson intervals and the phi correlation of the pairs;
+  Stat. Med. 1998), built from the two Wilson intervals and the continuity-corrected phi
+  correlation of the pairs;
 - whether flips are one-sided: McNemar's exact test (a two-sided binomial test on the discordant
   pairs);
 - a paired shift in a continuous quantity (length in tokens): Wilcoxon signed-rank, and a
@@ -99,7 +100,12 @@ def paired_difference(counts: PairedCounts, confidence: float = 0.95) -> Interva
     p1, p2 = (a + c) / n, (a + b) / n  # candidate, baseline
     w1, w2 = wilson(a + c, n, confidence), wilson(a + b, n, confidence)
     denom = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(denom) if denom else 0.0
+    # Newcombe's phi carries a continuity correction: a positive association is shrunk by n/2 (to
+    # zero below it), which widens the interval slightly where the plain phi would overstate how
+    # much the pairs agree; a negative one is used as it is.
+    cross = a * d - b * c
+    cross = cross - n / 2 if cross > n / 2 else min(cross, 0)
+    phi = cross / math.sqrt(denom) if denom else 0.0
     theta = p1 - p2
     delta = math.sqrt(max(0.0, (p1 - w1.low) ** 2 - 2 * phi * (p1 - w1.low) * (w2.high - p2) + (w2.high - p2) ** 2))
     eps = math.sqrt(max(0.0, (w1.high - p1) ** 2 - 2 * phi * (w1.high - p1) * (p2 - w2.low) + (p2 - w2.low) ** 2))

@@ -47,6 +47,18 @@ def test_paired_counts_and_difference() -> None:
         paired_counts([True], [True, False])
 
 
+def test_paired_difference_matches_a_published_value() -> None:
+    # Cavo et al. (2012), complete response before/after consolidation, as worked in Fagerland,
+    # Lydersen & Laake, "Statistical Analysis of Contingency Tables" (2017), ch. 8: table
+    # [[59, 6], [16, 80]], Newcombe square-and-add interval -0.0621 (95% CI -0.1186 to -0.0046)
+    # (also the expected output in the R package contingencytables' tests). Rows are the
+    # candidate's outcome, columns the baseline's.
+    interval = paired_difference(PairedCounts(both=59, base_only=16, cand_only=6, neither=80))
+    assert interval.estimate == pytest.approx(-0.0621, abs=5e-5)
+    assert interval.low == pytest.approx(-0.1186, abs=5e-5)
+    assert interval.high == pytest.approx(-0.0046, abs=5e-5)
+
+
 def test_paired_difference_identical_outcomes_is_narrow_and_contains_zero() -> None:
     interval = paired_difference(PairedCounts(95, 0, 0, 5))
     assert interval.estimate == 0.0
