@@ -246,19 +246,26 @@ def parse_check_line(obj: Any, where: str, base_dir: Path | None = None) -> tupl
     return case, parse_output(obj["output"], where, finish_reason=fr, completion_tokens=tokens), sample
 
 
-def iter_check_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str, Any]]:
-    """``(line_number, where, decoded_json)`` for each non-blank line; bad UTF-8/JSON raise with file:line."""
+def iter_check_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str, Any, str | None]]:
+    """``(line_number, where, decoded_json, problem)`` for each non-blank line.
+
+    A line that is not UTF-8 or not JSON comes back with ``problem`` set (``file:line: ...``) and
+    ``None`` for the JSON, so the caller can go on to the next line and report every bad one.
+    """
     for n, raw in enumerate(stream, 1):
         where = f"{name}:{n}"
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise CasesFileError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            yield n, where, None, f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})"
+            continue
         if not line.strip():
             continue
         try:
-            yield n, where, json.loads(line)
+            obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CasesFileError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            yield n, where, None, f"{where}: not valid JSON: {exc.msg} (column {exc.colno})"
         except RecursionError:
-            raise CasesFileError(f"{where}: not valid JSON: nested too deeply") from None
+            yield n, where, None, f"{where}: not valid JSON: nested too deeply"
+        else:
+            yield n, where, obj, None

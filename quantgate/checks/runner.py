@@ -1,10 +1,13 @@
 """The ``quantgate check`` loop: JSONL of ``{"case", "output"}`` in, one JSON verdict line out.
 
 Streaming, line by line: a file of any size runs in constant memory and its verdicts appear as
-they are computed. The first malformed line stops the run with a ``QuantgateError`` naming the
-file, line and field (exit 2 on the CLI); verdicts already written stay written, and the summary
-is not returned. The trade-off against collecting all errors first: a gate should not half-grade
-a file silently, and one precise error is quicker to fix than a screenful.
+they are computed. A malformed line (not UTF-8, not JSON, a bad case or assertion) is skipped and
+noted; every good line is still graded, and at the end the run raises a ``QuantgateError`` naming
+each bad line's file, line and field (exit 2 on the CLI; the first ``MAX_LISTED`` are listed, the
+rest counted), so one pass over a large file finds every problem in it. A single bad line raises
+its own error (an ``UnknownCheckError`` stays one). The trade-off: a file with bad lines still
+produces verdicts for its good ones, which a caller must not mistake for a complete run; the exit
+code (2, never 0 or 1) and the missing summary say it was not.
 
 Output line: ``{"line", "id", "sample"?, "passed", "score", "critical", "verdicts": [{"type",
 "passed", "score", "code", "reason", "weight", "errored"?, "metric"?}]}``.
@@ -23,10 +26,14 @@ from typing import TextIO
 
 from quantgate.checks.builtin import default_registry
 from quantgate.checks.cases import iter_check_lines, parse_check_line
-from quantgate.checks.errors import CasesFileError
+from quantgate.checks.errors import CasesFileError, CheckConfigError
+from quantgate.errors import QuantgateError
 from quantgate.checks.registry import Registry
 
-__all__ = ["CheckSummary", "run_check"]
+__all__ = ["MAX_LISTED", "CheckSummary", "run_check"]
+
+# Bad lines named in the final error; beyond this they are only counted (a screenful is enough to act on).
+MAX_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,20 @@ def _run(stream: object, name: str, base_dir: Path, reg: Registry, out: TextIO) 
     lines = passed = critical_failed = errored = 0
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     write = out.write
-    for n, where, obj in iter_check_lines(stream, name):  # type: ignore[arg-type]
-        case, output, sample = parse_check_line(obj, where, base_dir)
-        result = reg.compile_case(case).run(output)
+    bad: list[QuantgateError] = []
+    n_bad = 0
+    for n, where, obj, problem in iter_check_lines(stream, name):  # type: ignore[arg-type]
+        try:
+            if problem is not None:
+                raise CasesFileError(problem)
+            case, output, sample = parse_check_line(obj, where, base_dir)
+            compiled = reg.compile_case(case)
+        except (CasesFileError, CheckConfigError) as e:
+            n_bad += 1
+            if len(bad) < MAX_LISTED:
+                bad.append(e)
+            continue
+        result = compiled.run(output)
         record: dict[str, object] = {"line": n, "id": result.case_id}
         if sample is not None:
             record["sample"] = sample
@@ -94,4 +112,10 @@ def _run(stream: object, name: str, base_dir: Path, reg: Registry, out: TextIO) 
         elif result.critical:
             critical_failed += 1
         errored += sum(v.errored for v in result.verdicts)
+    if n_bad == 1:
+        raise bad[0]
+    if n_bad:
+        more = f"\n  ... and {n_bad - len(bad)} more" if n_bad > len(bad) else ""
+        shown = "\n  ".join(str(e) for e in bad)
+        raise CasesFileError(f"{name}: {n_bad} bad line(s), the other {lines} graded:\n  {shown}{more}")
     return CheckSummary(lines, passed, lines - passed, critical_failed, errored)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from quantgate.checks import CasesFileError, CheckConfigError, UnknownCheckError, run_check
+from quantgate.checks.runner import MAX_LISTED
 
 GOOD = {"case": {"id": "a", "assert": [{"type": "contains", "value": "Paris"}]}, "output": "Paris it is."}
 BAD = {"case": {"id": "b", "critical": True, "assert": [{"type": "contains", "value": "Rome"}]}, "output": "Paris."}
@@ -66,7 +67,32 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     out = io.StringIO()
     with pytest.raises(CasesFileError, match=rf"^{path}:2: not valid JSON: Expecting"):
         run_check(path, out)
-    assert len(out.getvalue().splitlines()) == 1  # lines before the bad one were graded
+    graded = [json.loads(line)["line"] for line in out.getvalue().splitlines()]
+    assert graded == [1, 3]  # the good lines on either side were graded
+
+
+def test_every_bad_line_is_named_at_once(tmp_path: Path) -> None:
+    unknown = {"case": {"id": "u", "assert": [{"type": "contians", "value": "a"}]}, "output": "x"}
+    no_output = {"case": {"id": "n", "assert": [{"type": "contains", "value": "a"}]}}
+    path = write(tmp_path, b"\xff{}", GOOD, b"{oops", unknown, GOOD, no_output)
+    out = io.StringIO()
+    with pytest.raises(CasesFileError) as exc:
+        run_check(path, out)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: 4 bad line(s), the other 2 graded:"), message
+    for fragment in (":1: not UTF-8", ":3: not valid JSON", ":4: case.assert[0].type: unknown check type 'contians'",
+                     ":6: output: missing"):
+        assert fragment in message, message
+    assert [json.loads(line)["line"] for line in out.getvalue().splitlines()] == [2, 5]
+
+
+def test_bad_lines_beyond_the_listed_ones_are_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, *([b"{oops"] * (MAX_LISTED + 7)))
+    with pytest.raises(CasesFileError) as exc:
+        run_check(path, io.StringIO())
+    message = str(exc.value)
+    assert f"{MAX_LISTED + 7} bad line(s)" in message and message.endswith("... and 7 more")
+    assert message.count("not valid JSON") == MAX_LISTED
 
 
 def test_unknown_type_names_line_and_type(tmp_path: Path) -> None:
