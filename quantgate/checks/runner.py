@@ -27,8 +27,8 @@ from typing import TextIO
 from quantgate.checks.builtin import default_registry
 from quantgate.checks.cases import iter_check_lines, parse_check_line
 from quantgate.checks.errors import CasesFileError, CheckConfigError
-from quantgate.errors import QuantgateError
 from quantgate.checks.registry import Registry
+from quantgate.errors import QuantgateError
 
 __all__ = ["MAX_LISTED", "CheckSummary", "run_check"]
 
