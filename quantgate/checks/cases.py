@@ -246,26 +246,26 @@ def parse_check_line(obj: Any, where: str, base_dir: Path | None = None) -> tupl
     return case, parse_output(obj["output"], where, finish_reason=fr, completion_tokens=tokens), sample
 
 
-def iter_check_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str, Any, str | None]]:
+def iter_check_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str, Any, CasesFileError | None]]:
     """``(line_number, where, decoded_json, problem)`` for each non-blank line.
 
-    A line that is not UTF-8 or not JSON comes back with ``problem`` set (``file:line: ...``) and
-    ``None`` for the JSON, so the caller can go on to the next line and report every bad one.
+    A line that is not UTF-8 or not JSON comes back with ``problem`` set (its message starts with
+    ``file:line``) and ``None`` for the JSON, so the caller can go on and report every bad line.
     """
     for n, raw in enumerate(stream, 1):
         where = f"{name}:{n}"
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield n, where, None, f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})"
+            yield n, where, None, CasesFileError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})")
             continue
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield n, where, None, f"{where}: not valid JSON: {exc.msg} (column {exc.colno})"
+            yield n, where, None, CasesFileError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})")
         except RecursionError:
-            yield n, where, None, f"{where}: not valid JSON: nested too deeply"
+            yield n, where, None, CasesFileError(f"{where}: not valid JSON: nested too deeply")
         else:
             yield n, where, obj, None

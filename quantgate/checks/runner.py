@@ -87,16 +87,18 @@ def _run(stream: object, name: str, base_dir: Path, reg: Registry, out: TextIO) 
     write = out.write
     bad: list[QuantgateError] = []
     n_bad = 0
+    problem: QuantgateError | None
     for n, where, obj, problem in iter_check_lines(stream, name):  # type: ignore[arg-type]
-        try:
-            if problem is not None:
-                raise CasesFileError(problem)
-            case, output, sample = parse_check_line(obj, where, base_dir)
-            compiled = reg.compile_case(case)
-        except (CasesFileError, CheckConfigError) as e:
+        if problem is None:
+            try:
+                case, output, sample = parse_check_line(obj, where, base_dir)
+                compiled = reg.compile_case(case)
+            except (CasesFileError, CheckConfigError) as e:
+                problem = e
+        if problem is not None:
             n_bad += 1
             if len(bad) < MAX_LISTED:
-                bad.append(e)
+                bad.append(problem)
             continue
         result = compiled.run(output)
         record: dict[str, object] = {"line": n, "id": result.case_id}
