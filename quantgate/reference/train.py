@@ -149,16 +149,17 @@ def _collate(encoded: list[tuple[list[int], int]], idx: list[int], pad_id: int) 
     return ids, mask, role
 
 
-def _token_losses(model: Any, ids: torch.Tensor, mask: torch.Tensor,
-                  hits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-position next-token cross-entropy, and with ``hits`` the argmax hits, aligned with ``ids[:, 1:]``.
+def _next_token_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 logits for every position but the last, and the next token each one predicts.
 
-    Training asks for no hits: an argmax over the vocabulary at every position is ~2% of a step.
+    Only the held-out metric takes their argmax: over the vocabulary at every position it is ~2% of a training step.
     """
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = ids[:, 1:]
-    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-    return ce, (logits.argmax(-1) == target) if hits else None
+    return model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), ids[:, 1:]
+
+
+def _token_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-position next-token cross-entropy, aligned with ``target``."""
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
 
 
 def _weighted_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, role: torch.Tensor,
@@ -169,7 +170,7 @@ def _weighted_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, role: torc
     that compute into signal (their entities repeat within the prompt, which is copy practice)
     without letting prompt modelling dominate the assistant behaviour.
     """
-    ce, _ = _token_losses(model, ids, mask)
+    ce = _token_ce(*_next_token_logits(model, ids, mask))
     r = role[:, 1:]
     weights = (r == 2).float() + prompt_weight * (r == 1).float()
     assistant = float((ce.detach() * (r == 2)).sum() / (r == 2).sum().clamp(min=1))
@@ -188,8 +189,8 @@ def heldout_metrics(model: Any, encoded: list[tuple[list[int], int]], pad_id: in
     loss_sum, hits, count = 0.0, 0, 0
     for i in range(0, len(encoded), batch):
         ids, mask, role = _collate(encoded, list(range(i, min(i + batch, len(encoded)))), pad_id)
-        ce, hit = _token_losses(model, ids, mask, hits=True)
-        assert hit is not None
+        logits, target = _next_token_logits(model, ids, mask)
+        ce, hit = _token_ce(logits, target), logits.argmax(-1) == target
         sel = role[:, 1:] == 2
         loss_sum += float(ce[sel].sum())
         hits += int(hit[sel].sum())
