@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
@@ -13,4 +14,15 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, interval_
         if time.monotonic() > deadline:
             return False
         time.sleep(interval_s)
+    return True
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0,
+                           interval_s: float = 0.02) -> bool:
+    """``wait_until`` inside an event loop: awaits ``condition`` and sleeps without blocking the loop."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval_s)
     return True

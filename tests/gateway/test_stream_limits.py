@@ -13,6 +13,7 @@ import httpx
 
 from tests.fakes.upstream import Reply, completion, sse_events
 from tests.gateway.conftest import ADMIN, KEY, Rig
+from tests.waiting import wait_until_async
 
 USER = [{"role": "user", "content": "x"}]
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -26,11 +27,12 @@ def _events(r: httpx.Response) -> list[Any]:
 
 async def _until_int4_is_busy(client: httpx.AsyncClient, rig: Rig) -> None:
     """Poll the admin API until int4's only slot is taken (no fixed sleep: a loaded machine is slow)."""
-    while True:
+
+    async def busy() -> bool:
         listing = (await client.get(rig.url + "/admin/variants", headers=ADMIN_AUTH)).json()
-        if next(v for v in listing["variants"] if v["name"] == "int4")["in_flight"] == 1:
-            return
-        await asyncio.sleep(0.02)
+        return bool(next(v for v in listing["variants"] if v["name"] == "int4")["in_flight"] == 1)
+
+    assert await wait_until_async(busy), "int4's slot was never taken"
 
 
 def test_a_shed_stream_gives_back_what_it_reserved(rig_factory: Any) -> None:
