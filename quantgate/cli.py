@@ -94,8 +94,17 @@ def quantize(
     for layer in manifest.layers.values():
         counts[layer["scheme"]] = counts.get(layer["scheme"], 0) + 1
     layers = ", ".join(f"{n} {s}" for s, n in counts.items())
+    snr = "" if manifest.probe_snr_db is None else f"; probe logits SNR {manifest.probe_snr_db:.1f} dB"
     console.print(f"wrote {out} ({manifest.scheme_name}; {layers}; "
-                  f"{manifest.weight_bytes['total'] / 1e6:.2f} MB; {manifest.quantize_seconds:.1f}s)")
+                  f"{manifest.weight_bytes['total'] / 1e6:.2f} MB; {manifest.quantize_seconds:.1f}s{snr})")
+    if manifest.linearized:
+        kinds = sorted(set(manifest.linearized.values()))
+        console.print(f"{len(manifest.linearized)} {'/'.join(kinds)} module(s) stored as nn.Linear to be quantized")
+    from quantgate.quantize.compat import float_warning
+
+    warning = float_warning(manifest.unquantized)
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @app.command()

@@ -83,6 +83,13 @@ def render(info: dict[str, Any], console: Console) -> None:
                   f"other {wb['other'] / 1e6:.2f} MB")
     console.print(f"  quantized in {info['quantize_seconds']:.2f}s on {info['created_at']}; "
                   + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    if info.get("probe_snr_db") is not None:
+        console.print(f"  probe logits SNR against float: {info['probe_snr_db']:.1f} dB")
+    if info.get("linearized"):
+        console.print(f"  stored as nn.Linear: {len(info['linearized'])} "
+                      f"{'/'.join(sorted(set(info['linearized'].values())))} module(s)")
+    for name, group in info.get("unquantized", {}).get("tensors", {}).items():
+        console.print(f"  float outside linear layers: {name}, {group['bytes'] / 1e6:.2f} MB ({group['reason']})")
     if info.get("overrides"):
         console.print("  overrides: " + ", ".join("=".join(o) for o in info["overrides"]))
     table = Table()

@@ -7,6 +7,7 @@ batching equivalence and scoring only need a real model of the real architecture
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,38 @@ def build_tiny_model(path: Path, seed: int = 0, hidden: int = 128, layers: int =
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(str(path))
+    return path
+
+
+def _arch_config(arch: str, eos: int, pad: int) -> Any:
+    import transformers as t
+
+    common: dict[str, Any] = {"vocab_size": 320, "eos_token_id": eos, "pad_token_id": pad}
+    if arch == "gpt2":
+        return t.GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=512, bos_token_id=eos, **common)
+    if arch == "falcon":
+        return t.FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, bos_token_id=None, **common)
+    if arch == "mistral":  # a 64-token sliding window, so a longer prompt crosses it
+        return t.MistralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, max_position_embeddings=512, sliding_window=64,
+                               bos_token_id=None, **common)
+    return t.MixtralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                           max_position_embeddings=512, bos_token_id=None, **common)
+
+
+def build_tiny_arch_model(path: Path, arch: str) -> Path:
+    """A tiny random ``gpt2``, ``falcon``, ``mistral`` or ``mixtral`` (transformers' classes) with the tiny Llama's tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    build_tiny_model(path)  # the tokenizer; the Llama weights are replaced below
+    tok = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_arch_config(arch, tok.eos_token_id, tok.pad_token_id))
+    for f in path.glob("*.safetensors"):
+        f.unlink()
+    model.save_pretrained(path)
     return path
 
 

@@ -198,3 +198,17 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     cases.write_text('{"case": {"id": "c", "assert": [{"type": "nope"}]}, "output": "x"}\n')
     code, _, err = run(["check", "--cases", str(cases)], capsys)
     assert_one_line_error(code, err, "cases.jsonl:1")
+
+
+def test_quantize_says_what_it_linearized_and_what_stays_float(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import build_tiny_arch_model
+
+    gpt2 = build_tiny_arch_model(tmp_path / "gpt2", "gpt2")
+    code, stdout, _ = run(["quantize", str(gpt2), "--scheme", "int8wo", "--out", str(tmp_path / "g")], capsys)
+    assert code == 0 and "9 int8wo" in stdout and "8 Conv1D module(s) stored as nn.Linear" in stdout
+    assert "probe logits SNR" in stdout and "warning" not in stdout
+    mixtral = build_tiny_arch_model(tmp_path / "mixtral", "mixtral")
+    code, stdout, _ = run(["quantize", str(mixtral), "--scheme", "int8wo", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0 and "warning:" in stdout and "experts.gate_up_proj" in " ".join(stdout.split())
+    code, stdout, _ = run(["inspect", str(tmp_path / "m")], capsys)
+    assert code == 0 and "float outside linear layers: model.layers.*.mlp.experts.down_proj" in stdout

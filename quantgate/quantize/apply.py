@@ -8,17 +8,21 @@ float and the layer map says why, rather than the whole run failing.
 
 Embeddings are never quantized here: torchao's weight-only configs target linear layers, and on a
 small model the embedding gather is cheap while its precision matters. ``lm_head`` is a linear
-layer and is quantized by default; keep it with ``--override lm_head=none``.
+layer and is quantized by default; keep it with ``--override lm_head=none``. Modules that are linear
+layers in another form (GPT-2's ``Conv1D``) are first turned into ``nn.Linear`` (``compat``), and
+what still stays float (fused MoE experts) is counted in ``QuantizeResult.unquantized``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from quantgate.errors import QuantgateError
+from quantgate.quantize.compat import custom_forward, linearize, unquantized_weights
 from quantgate.quantize.schemes import Scheme, get_scheme
 
 __all__ = ["LayerPlan", "QuantizeResult", "parse_override", "plan_layers", "quantize_model"]
@@ -47,6 +51,9 @@ class QuantizeResult:
     layers: list[LayerPlan]
     seconds: float
     tensor_classes: dict[str, str] = field(default_factory=dict)
+    linearized: dict[str, str] = field(default_factory=dict)  # module -> original class (compat.linearize)
+    unquantized: dict[str, Any] = field(default_factory=dict)  # compat.unquantized_weights
+    probe_snr_db: float | None = None  # quantized vs float logits on a fixed probe; None: identical, or no probe
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -71,6 +78,11 @@ def plan_layers(
         if not isinstance(module, torch.nn.Linear):
             continue
         chosen, reason = (scheme.name if scheme.quantizes else "none"), "default scheme"
+        own = custom_forward(module)
+        if own is not None:
+            plans.append(LayerPlan(name, "none", module.in_features, module.out_features,
+                                   f"kept in float: {own} has its own forward, which quantized weights may not support"))
+            continue
         for pattern, override in overrides or []:
             if fnmatch.fnmatchcase(name, pattern):
                 chosen, reason = override, f"override {pattern}={override}"
@@ -91,15 +103,25 @@ def quantize_model(
 ) -> QuantizeResult:
     """Quantize ``model`` in place; return the per-layer plan and the seconds it took.
 
-    The model must already be in the scheme's compute dtype on ``device``.
+    The model must already be in the scheme's compute dtype on ``device``. Linear-equivalent
+    modules are replaced by ``nn.Linear`` first (``compat.linearize``), so the model's module tree
+    changes where it holds any; ``QuantizeResult.linearized`` says where. A forward pass on a fixed
+    probe runs before and after: a model whose quantized form cannot run (a module doing what
+    torchao's tensors do not implement) fails here with a message, not at its first request, and
+    the logits' signal-to-noise ratio is a first measure of what the scheme costs.
     """
     from torchao.quantization import quantize_
 
+    linearized = linearize(model)
+    # The probe needs a causal LM (token ids in, logits out); a bare module (tests, benchmarks) skips it.
+    probe = _probe_ids(model, device) if hasattr(model, "get_input_embeddings") else None
+    reference = _probe_logits(model, probe) if probe is not None else None
     plans = plan_layers(model, scheme, overrides)
     for plan in plans:
         if plan.scheme != "none":
             get_scheme(plan.scheme).check_device(device)
     untied = _untie_quantized_head(model, plans)
+    unquantized = unquantized_weights(model, {p.name for p in plans})
     start = time.perf_counter()
     by_scheme: dict[str, set[str]] = {}
     for plan in plans:
@@ -113,7 +135,33 @@ def quantize_model(
     classes = {p.name: type(modules[p.name].weight).__name__ for p in plans}
     if untied:
         model.config.tie_word_embeddings = False
-    return QuantizeResult(layers=plans, seconds=seconds, tensor_classes=classes)
+    snr = None
+    if probe is not None:
+        try:
+            logits = _probe_logits(model, probe)
+        except (NotImplementedError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise QuantgateError(f"{scheme.name}: the quantized model cannot run a forward pass ({first}); "
+                                 "keep the module involved in float with --override PATTERN=none") from None
+        noise = float((logits - reference).pow(2).sum())
+        snr = None if noise == 0 else round(10 * math.log10(float(reference.pow(2).sum()) / noise), 2)
+    return QuantizeResult(layers=plans, seconds=seconds, tensor_classes=classes, linearized=linearized,
+                          unquantized=unquantized, probe_snr_db=snr)
+
+
+def _probe_ids(model: Any, device: str) -> Any:
+    """32 fixed token ids spread over the vocabulary (a stride coprime to most vocabulary sizes)."""
+    import torch
+
+    vocab = int(model.get_input_embeddings().num_embeddings)
+    return ((torch.arange(32) * 7919 + 13) % vocab)[None, :].to(device)
+
+
+def _probe_logits(model: Any, ids: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=ids, use_cache=False).logits.float()
 
 
 def _untie_quantized_head(model: Any, plans: list[LayerPlan]) -> bool:

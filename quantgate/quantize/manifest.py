@@ -5,8 +5,12 @@ the directory is self-contained), ``model.safetensors`` (float tensors as they a
 tensors as their components, see ``codec``), and this manifest. The manifest records the scheme
 in full (not only its name), the precision of every linear layer, the source model and a hash of
 its files, byte counts, the seconds quantization took, the device the weights were packed for,
-and the library versions. Loading reads the scheme from here, so nobody re-states it; a mismatch
-between manifest and weights is a ``ManifestError`` naming the field.
+and the library versions. Three later fields are optional, so older manifests still load:
+``linearized`` (modules stored as ``nn.Linear`` that the model's own code builds otherwise, such as
+GPT-2's ``Conv1D``; loading rebuilds them the same way), ``unquantized`` (weights outside linear
+layers that stay float, with why) and ``probe_snr_db`` (quantized against float logits on a fixed
+probe). Loading reads the scheme from here, so nobody re-states it; a mismatch between manifest
+and weights is a ``ManifestError`` naming the field.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class Manifest:
     versions: dict[str, str]
     created_at: str
     overrides: list[list[str]] = field(default_factory=list)
+    linearized: dict[str, str] = field(default_factory=dict)
+    unquantized: dict[str, Any] = field(default_factory=dict)
+    probe_snr_db: float | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -69,13 +76,14 @@ def read_manifest(directory: Path) -> Manifest:
             f"{path}: format_version {version!r} is not supported (this quantgate reads {FORMAT_VERSION})"
         )
     known = {f.name: f for f in fields(Manifest)}
-    required = [n for n in known if n not in ("overrides", "format_version")]
+    optional = ("overrides", "linearized", "unquantized", "probe_snr_db", "format_version")
+    required = [n for n in known if n not in optional]
     missing = [n for n in required if n not in data]
     if missing:
         raise ManifestError(f"{path}: corrupt manifest, missing field(s) {', '.join(missing)}")
-    for name, expect in (("scheme", dict), ("layers", dict), ("source", dict),
-                         ("weight_bytes", dict), ("versions", dict), ("compute_dtype", str)):
-        if not isinstance(data[name], expect):
+    for name, expect in (("scheme", dict), ("layers", dict), ("source", dict), ("weight_bytes", dict),
+                         ("versions", dict), ("compute_dtype", str), ("linearized", dict), ("unquantized", dict)):
+        if name in data and not isinstance(data[name], expect):
             raise ManifestError(f"{path}: field {name!r} must be a JSON {expect.__name__}")
     if "name" not in data["scheme"]:
         raise ManifestError(f"{path}: field 'scheme' has no 'name'")

@@ -14,7 +14,9 @@ the work each start. The cost of this layout is that packed formats are device-s
 CPU is packed for ``_weight_int4pack_mm_for_cpu``), so a variant records the device it was packed
 for and refuses to load elsewhere. Loading builds the model skeleton on the meta device (no random
 init, no double memory) and assigns the stored tensors; non-persistent buffers such as rotary
-frequencies are stored too, so nothing is left uninitialised.
+frequencies are stored too, so nothing is left uninitialised. Modules the quantizer turned into
+``nn.Linear`` (``compat``: GPT-2's ``Conv1D``) are stored as such, and loading turns the skeleton's
+the same way first, as the manifest's ``linearized`` lists them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Callable
 from quantgate.errors import ManifestError, ModelLoadError, QuantgateError
 from quantgate.models.loading import LoadedModel, check_model_dir, load_model, load_tokenizer, resolve_dtype
 from quantgate.quantize.apply import QuantizeResult, quantize_model
+from quantgate.quantize.compat import linearize
 from quantgate.quantize.manifest import MANIFEST_NAME, Manifest, hash_model_dir, read_manifest
 from quantgate.quantize.schemes import SCHEMES, Scheme, get_scheme
 
@@ -140,6 +143,9 @@ def save_variant(
         versions=_versions(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         overrides=[list(o) for o in overrides],
+        linearized=result.linearized,
+        unquantized=result.unquantized,
+        probe_snr_db=result.probe_snr_db,
     )
     manifest.write(out_dir)
     return manifest
@@ -214,6 +220,11 @@ def load_variant(path: str | os.PathLike[str], device: str = "cpu") -> LoadedMod
     compute = resolve_dtype(manifest.compute_dtype)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=compute)
+    if manifest.linearized:
+        try:
+            linearize(model, only=manifest.linearized)
+        except ValueError as exc:
+            raise ManifestError(f"{p / MANIFEST_NAME}: field 'linearized': {exc}") from None
     params = set(meta["parameters"])
     cache: dict[str, Any] = {}
     names = [n for n, _ in model.named_parameters(remove_duplicate=False)]

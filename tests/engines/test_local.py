@@ -180,3 +180,22 @@ def test_frozen_compiled_step_matches_eager(tiny_model_dir: Path, scheme: str) -
     assert [c.token_ids for c in compiled] == [e.token_ids for e in eager]
     # the decode step's eager attention is scoped to the step: prefill and scoring keep SDPA
     assert loaded.model.config._attn_implementation == attention
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "mistral"])
+def test_greedy_matches_transformers_generate_on_other_architectures(arch: str, tmp_path: Path) -> None:
+    # GPT-2: learned absolute positions (position ids from the mask must match its own); Mistral:
+    # a 64-token sliding window that the 200-token prompt crosses, over quantgate's growable cache
+    from tests.conftest import build_tiny_arch_model
+
+    loaded = load_model(build_tiny_arch_model(tmp_path / arch, arch))
+    engine = LocalEngine(loaded, max_batch_size=4)
+    prompts = ["<|user|>hi<|end|><|assistant|>",
+               "<|user|>" + " ".join(f"word{i}" for i in range(30)) + "<|end|><|assistant|>"]
+    assert engine.count_tokens(prompts[1]) > 64
+    ours = [g.token_ids for g in engine.generate([GenerationRequest(p, SamplingParams(max_tokens=16)) for p in prompts])]
+    for prompt, got in zip(prompts, ours):
+        ids = loaded.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ref = loaded.model.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=None,
+                                    pad_token_id=loaded.tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        assert got == ref[: len(got)] and got

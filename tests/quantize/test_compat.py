@@ -1,0 +1,141 @@
+"""Models whose linear weights are not plain ``nn.Linear``: GPT-2's Conv1D, Falcon's FalconLinear, fused MoE experts.
+
+Each is a tiny random model of the real transformers class in a real HF directory (the tiny
+Llama's tokenizer beside it), quantized, saved, loaded back and run through the engine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from quantgate.engines.local import LocalEngine
+from quantgate.engines.types import GenerationRequest, SamplingParams
+from quantgate.errors import ManifestError, QuantgateError
+from quantgate.models import load_model
+from quantgate.quantize.apply import plan_layers, quantize_model
+from quantgate.quantize.compat import float_warning, linearize
+from quantgate.quantize.schemes import get_scheme
+from quantgate.quantize.storage import load_variant, quantize_to_dir
+from tests.conftest import build_tiny_arch_model
+
+IDS = torch.tensor([[3, 14, 15, 92, 65, 35, 8, 97]])
+
+
+@pytest.fixture(scope="module", params=["gpt2", "falcon", "mixtral"])
+def arch_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return request.param, build_tiny_arch_model(tmp_path_factory.mktemp(request.param), request.param)
+
+
+def _logits(model: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return model(IDS).logits.float()
+
+
+def test_linearize_keeps_the_function(arch_dir: tuple[str, Path]) -> None:
+    arch, path = arch_dir
+    model = load_model(path).model
+    before = _logits(model)
+    swapped = linearize(model)
+    expected = {"gpt2": "Conv1D", "falcon": "FalconLinear"}.get(arch)
+    assert set(swapped.values()) == ({expected} if expected else set())
+    assert all(type(model.get_submodule(n)) is torch.nn.Linear for n in swapped)
+    torch.testing.assert_close(_logits(model), before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ["int8wo", "int4wo-g32"])
+def test_every_linear_weight_is_quantized_and_the_variant_round_trips(arch_dir: tuple[str, Path], tmp_path: Path,
+                                                                      scheme: str) -> None:
+    arch, path = arch_dir
+    manifest = quantize_to_dir(path, scheme, tmp_path / "v")
+    kept = {n: layer["reason"] for n, layer in manifest.layers.items() if layer["scheme"] == "none"}
+    assert not kept
+    if arch == "gpt2":  # 4 Conv1D per block (c_attn, c_proj, c_fc, mlp.c_proj) plus lm_head
+        assert len(manifest.layers) == 9 and set(manifest.linearized.values()) == {"Conv1D"}
+    assert manifest.probe_snr_db is not None and manifest.probe_snr_db > (30 if scheme == "int8wo" else 12)
+    loaded = load_variant(tmp_path / "v")
+    reference = load_model(path, dtype=get_scheme(scheme).resolved_compute_dtype("cpu")).model
+    quantize_model(reference, get_scheme(scheme))
+    if arch == "mixtral":  # grouped expert matmuls differ in the last bit between the two builds (1.8e-7)
+        torch.testing.assert_close(_logits(loaded.model), _logits(reference), rtol=0, atol=1e-5)
+    else:
+        assert torch.equal(_logits(loaded.model), _logits(reference))
+    engine = LocalEngine(loaded, max_batch_size=4)
+    prompts = ["<|user|>hello there<|end|><|assistant|>", "<|user|>x<|end|><|assistant|>",
+               "<|user|>a longer prompt, with more words in it<|end|><|assistant|>"]
+    requests = [GenerationRequest(p, SamplingParams(max_tokens=10)) for p in prompts]
+    batched = [g.token_ids for g in engine.generate(requests)]
+    assert batched == [engine.generate([r])[0].token_ids for r in requests]
+
+
+def test_fused_experts_are_reported_as_float(arch_dir: tuple[str, Path], tmp_path: Path) -> None:
+    arch, path = arch_dir
+    manifest = quantize_to_dir(path, "int8wo", tmp_path / "v")
+    groups = manifest.unquantized["tensors"]
+    kinds = {g["kind"] for g in groups.values()}
+    warning = float_warning(manifest.unquantized)
+    if arch == "mixtral":
+        assert {"model.layers.*.mlp.experts.gate_up_proj", "model.layers.*.mlp.experts.down_proj"} <= set(groups)
+        assert kinds == {"embedding", "experts"} and manifest.unquantized["share"] > 0.5
+        assert warning is not None and "experts.gate_up_proj" in warning and "mixture-of-experts" in warning
+    else:  # embedding tables only (GPT-2's position table too): float by design, no warning
+        assert kinds == {"embedding"} and warning is None
+
+
+def test_a_linear_subclass_with_its_own_forward_stays_float(tiny_model_dir: Path) -> None:
+    class Gated(torch.nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * torch.sigmoid(self.weight.sum())
+
+    model = load_model(tiny_model_dir).model
+    old = model.model.layers[0].mlp.down_proj
+    gated = Gated(old.in_features, old.out_features, bias=False)
+    gated.weight = old.weight
+    model.model.layers[0].mlp.down_proj = gated
+    plans = {p.name: p for p in plan_layers(model, get_scheme("int8wo"))}
+    assert plans["model.layers.0.mlp.down_proj"].scheme == "none"
+    assert "Gated has its own forward" in plans["model.layers.0.mlp.down_proj"].reason
+    assert plans["model.layers.1.mlp.down_proj"].scheme == "int8wo"
+    result = quantize_model(model, get_scheme("int8wo"))  # runs: the subclass kept its plain weight
+    assert result.probe_snr_db is not None
+
+
+def test_a_model_that_cannot_run_quantized_fails_at_quantize_time(tiny_model_dir: Path) -> None:
+    class Transposing(torch.nn.Module):  # remote code that multiplies by a linear layer's weight itself
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.inner.weight.T
+
+    model = load_model(tiny_model_dir).model
+    model.model.layers[0].mlp.down_proj = Transposing(model.model.layers[0].mlp.down_proj)
+    with pytest.raises(QuantgateError, match="int8wo: the quantized model cannot run a forward pass .*--override"):
+        quantize_model(model, get_scheme("int8wo"))
+
+
+def test_manifest_without_the_newer_fields_still_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "v")
+    data = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    for key in ("linearized", "unquantized", "probe_snr_db"):
+        del data[key]
+    (tmp_path / "v" / "manifest.json").write_text(json.dumps(data))
+    assert load_variant(tmp_path / "v").variant["probe_snr_db"] is None  # type: ignore[index]
+
+
+def test_manifest_linearized_must_name_real_modules(tmp_path: Path) -> None:
+    path = build_tiny_arch_model(tmp_path / "gpt2", "gpt2")
+    quantize_to_dir(path, "int8wo", tmp_path / "v")
+    data = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    (tmp_path / "v" / "manifest.json").write_text(json.dumps({**data, "linearized": ["transformer.h.0.attn.c_attn"]}))
+    with pytest.raises(ManifestError, match="field 'linearized' must be a JSON dict"):
+        load_variant(tmp_path / "v")
+    data["linearized"]["transformer.h.9.attn.c_attn"] = "Conv1D"
+    (tmp_path / "v" / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="field 'linearized': no linear-equivalent module named transformer.h.9"):
+        load_variant(tmp_path / "v")
