@@ -14,6 +14,7 @@ __all__ = [
     "UnknownSchemeError",
     "UnsupportedSchemeError",
     "ManifestError",
+    "ChatTemplateError",
 ]
 
 
@@ -41,3 +42,7 @@ class UnsupportedSchemeError(QuantgateError):
 
 class ManifestError(QuantgateError):
     """A variant's manifest.json is missing, corrupt, or disagrees with the stored weights."""
+
+
+class ChatTemplateError(QuantgateError):
+    """A model's chat template refused the messages (many refuse a system turn, or turns that do not alternate)."""

@@ -78,3 +78,26 @@ def build_tiny_arch_model(path: Path, arch: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+# Gemma's template refuses a system turn this way (transformers' raise_exception inside the template).
+SYSTEM_REFUSING_TEMPLATE = (
+    "{%- for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def system_refusing_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with a chat template that raises on a system message, as Gemma's does."""
+    import json
+    import shutil
+
+    path = tmp_path_factory.mktemp("system-refusing") / "m"
+    shutil.copytree(tiny_model_dir, path)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    (path / "chat_template.jinja").write_text(SYSTEM_REFUSING_TEMPLATE)
+    return path

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from quantgate.engines.types import GenerationRequest, SamplingParams
-from quantgate.errors import QuantgateError
+from quantgate.errors import ChatTemplateError, QuantgateError
 
 __all__ = ["Answer", "ChatRequest", "LocalTarget", "Target", "UpstreamTarget", "open_target"]
 
@@ -74,15 +74,22 @@ class LocalTarget:
         return self.engine.encode(self.engine.render(request.messages, request.tools))
 
     def answer(self, requests: list[ChatRequest]) -> list[Answer]:
-        prompts = [GenerationRequest(self.prompt_ids(r), r.params) for r in requests]
-        results = self.engine.generate(prompts)
-        answers = []
-        for g in results:
+        # A case the model's chat template refuses (a system turn for Gemma, say) is that case's
+        # error, as a server's 400 is for an upstream target; the other cases still run.
+        answers: list[Answer | None] = [None] * len(requests)
+        prompts: list[tuple[int, GenerationRequest]] = []
+        for i, r in enumerate(requests):
+            try:
+                prompts.append((i, GenerationRequest(self.prompt_ids(r), r.params)))
+            except ChatTemplateError as exc:
+                answers[i] = Answer("", None, 0, 0, {}, error=str(exc))
+        results = self.engine.generate([p for _, p in prompts])
+        for (i, _), g in zip(prompts, results):
             timings = {"queue_s": g.timings.queue_s, "prefill_s": g.timings.prefill_s, "ttft_s": g.timings.ttft_s,
                        "decode_s": g.timings.decode_s, "total_s": g.timings.total_s}
-            answers.append(Answer(g.text, g.finish_reason, g.usage.prompt_tokens, g.usage.completion_tokens,
-                                  timings, g.token_ids, g.logprobs))
-        return answers
+            answers[i] = Answer(g.text, g.finish_reason, g.usage.prompt_tokens, g.usage.completion_tokens,
+                                timings, g.token_ids, g.logprobs)
+        return [a for a in answers if a is not None]
 
 
 class UpstreamTarget:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quantgate.engines.types import GenerationRequest, SamplingParams, TokenDelta  # no torch import
-from quantgate.errors import QuantgateError
+from quantgate.errors import ChatTemplateError, QuantgateError
 from quantgate.gateway.engines import Completion, EngineFailure, StreamPiece, split_tool_calls
 from quantgate.gateway.protocol import ChatRequest, NamedToolChoice
 
@@ -88,13 +88,21 @@ class LocalBatchingEngine:
     def count_prompt_tokens(self, request: ChatRequest) -> int:
         return self._engine.count_tokens(self._engine.render(_messages(request), _tools(request)))
 
+    def _render(self, request: ChatRequest, tools: list[dict[str, Any]] | None) -> str:
+        # The token count at admission rendered the same messages, so a refusal here means this rung's
+        # template differs from the first's: a failure of this variant, not of the request.
+        try:
+            return self._engine.render(_messages(request), tools)
+        except ChatTemplateError as e:
+            raise EngineFailure("error", f"variant {self.name!r}: {e}") from None
+
     def _params(self, request: ChatRequest, max_tokens: int) -> SamplingParams:
         return SamplingParams(max_tokens=max_tokens, temperature=request.temperature or 0.0,
                               top_p=request.top_p or 1.0, seed=request.seed, stop=tuple(request.stop or ()))
 
     async def complete(self, request: ChatRequest, max_tokens: int) -> Completion:
         loop = asyncio.get_running_loop()
-        job = _Job(self._engine.render(_messages(request), _tools(request)), self._params(request, max_tokens),
+        job = _Job(self._render(request, _tools(request)), self._params(request, max_tokens),
                    loop, future=loop.create_future())
         self._jobs.put(job)
         gen = await job.future  # type: ignore[misc]
@@ -105,7 +113,7 @@ class LocalBatchingEngine:
     async def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]:
         loop = asyncio.get_running_loop()
         tools = _tools(request)
-        job = _Job(self._engine.render(_messages(request), tools), self._params(request, max_tokens),
+        job = _Job(self._render(request, tools), self._params(request, max_tokens),
                    loop, deltas=asyncio.Queue())
         self._jobs.put(job)
         # Text that may open a Hermes <tool_call> block is held back: a tool call goes out as an
@@ -158,7 +166,7 @@ class LocalBatchingEngine:
         Runs on the worker thread like generation (one model, one thread), between decode steps.
         """
         loop = asyncio.get_running_loop()
-        job = _Job(self._engine.render(_messages(request), _tools(request)), None, loop,
+        job = _Job(self._render(request, _tools(request)), None, loop,
                    future=loop.create_future(), continuation=continuation)
         self._jobs.put(job)
         return await job.future  # type: ignore[misc]

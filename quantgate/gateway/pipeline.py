@@ -23,6 +23,7 @@ from typing import Any
 from quantgate.checks import CompiledAssertion
 from quantgate.checks.refusal_patterns import match_refusal
 from quantgate.config import GatewayConfig, PriceConfig, RouteConfig, TenantConfig
+from quantgate.errors import ChatTemplateError
 from quantgate.gateway.admission import Admission
 from quantgate.gateway.auth import TenantDirectory
 from quantgate.gateway.engines import Completion, EngineFailure, GatewayEngine, StreamPiece, StreamTally
@@ -219,7 +220,7 @@ class Pipeline:
 
     def _token_budget(self, request: ChatRequest, route: RouteConfig, variant: str) -> tuple[ChatRequest, int]:
         engine = self.engines[variant]
-        n = engine.count_prompt_tokens(request)
+        n = _count_tokens(engine, request)
         cap = route.limits.max_prompt_tokens
         if cap is None or n <= cap:
             return request, n
@@ -236,7 +237,7 @@ class Pipeline:
             messages.pop(drop)
             request = request.model_copy(update={"messages": _orphan_tools_dropped(messages)})
             messages = list(request.messages)
-            n = engine.count_prompt_tokens(request)
+            n = _count_tokens(engine, request)
         return request, n
 
     def _completion_cap(self, request: ChatRequest, route: RouteConfig) -> int:
@@ -507,6 +508,14 @@ def route_headers(p: Prepared, variant: str, escalations: int) -> dict[str, str]
     """The ``x-quantgate-*`` headers every answer carries, buffered or streamed."""
     return {"x-quantgate-variant": variant, "x-quantgate-escalated": str(escalations),
             "x-quantgate-route-reason": p.decision.reason.encode("ascii", "replace").decode()[:512]}
+
+
+def _count_tokens(engine: GatewayEngine, request: ChatRequest) -> int:
+    """The prompt's tokens on ``engine``; a local model's chat template that refuses the messages is the client's 400."""
+    try:
+        return engine.count_prompt_tokens(request)
+    except ChatTemplateError as e:
+        raise ApiError(400, e.args[0], param="messages", code="chat_template_error") from None
 
 
 def _orphan_tools_dropped(messages: list[Message]) -> list[Message]:

@@ -7,12 +7,16 @@ authors trained it. A model without one gets ``DEFAULT_CHAT_TEMPLATE``: ChatML
 listed as JSON in the system turn and assistant tool calls written Hermes-style as
 ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``. The trade-off: a base model that never
 saw ChatML still answers, but less well than with its own format; pass ``--chat-template`` to
-override.
+override. Templates can refuse messages (Gemma's raises on a system turn, Mistral's on turns
+that do not alternate): that is a ``ChatTemplateError`` carrying the template's own message, which
+the gateway answers with a 400, not a bare jinja exception.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from quantgate.errors import ChatTemplateError
 
 __all__ = ["DEFAULT_CHAT_TEMPLATE", "render_chat"]
 
@@ -45,12 +49,17 @@ def render_chat(
 
     ``chat_template`` overrides the tokenizer's own; a tokenizer without one uses the default.
     """
+    from jinja2.exceptions import TemplateError
+
     template = chat_template or getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
-    rendered = tokenizer.apply_chat_template(
-        messages,
-        tools=tools or None,
-        chat_template=template,
-        add_generation_prompt=True,
-        tokenize=False,
-    )
+    try:
+        rendered = tokenizer.apply_chat_template(
+            messages,
+            tools=tools or None,
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+    except TemplateError as exc:
+        raise ChatTemplateError(f"the model's chat template refused these messages: {exc}") from None
     return str(rendered)

@@ -68,3 +68,19 @@ def test_eval_local_model_stores_tokens_and_logprobs(tiny_model_dir: Path, tmp_p
     assert greedy.usage["prompt_tokens"] > 0 and greedy.timings["total_s"] > 0
     assert run.meta["target"]["scheme"] == "fp32" and run.meta["target"]["weight_bytes"] > 0
     assert not greedy.passed  # a random model does not write JSON
+
+
+def test_a_case_the_chat_template_refuses_is_that_cases_error(system_refusing_model_dir: Path, tmp_path: Path) -> None:
+    f = tmp_path / "g.jsonl"
+    f.write_text("\n".join(json.dumps(c) for c in [
+        {"id": "plain", "prompt": "say hi", "assert": [{"type": "icontains", "value": "hi"}]},
+        {"id": "system", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+         "assert": [{"type": "icontains", "value": "hi"}]}]))
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run = run_eval(LocalTarget(str(system_refusing_model_dir)), load_golden(f, default_registry()), store,
+                       EvalConfig(max_tokens=4))
+        cases = {c.case_id: c for c in store.cases(run.id)}
+    assert run.meta["errors"] == 1 and not cases["system"].passed
+    assert cases["system"].verdicts[-1]["code"] == "engine.error"
+    assert "System role not supported" in cases["system"].verdicts[-1]["reason"]
+    assert cases["plain"].token_ids and all(v["code"] != "engine.error" for v in cases["plain"].verdicts)

@@ -194,3 +194,43 @@ def test_a_request_that_goes_away_stops_decoding(tiny_model_dir: Path) -> None:
     assert asyncio.run(scenario()) == 0
     steps = sum(engine.batch_sizes.values())
     assert steps < 200, steps  # stopped long before the 400 tokens it was asked for
+
+
+def test_a_chat_template_that_refuses_the_messages_is_a_400(system_refusing_model_dir: Path) -> None:
+    config = parse_config({
+        "server": {"require_auth": False},
+        "variants": [{"name": "fp32", "engine": "local", "path": str(system_refusing_model_dir)}],
+        "ladder": ["fp32"], "routes": [{"name": "r", "model": "tiny"}], "events": {"path": None}})
+    app = create_app(config, build_engines(config))
+    with running(app) as url:
+        refused = [httpx.post(url + "/v1/chat/completions", timeout=60, json={
+            "model": "tiny", "max_tokens": 4, "stream": stream,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+            for stream in (False, True)]
+        fine = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+            "model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    for r in refused:
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == {"message": "the model's chat template refused these messages: System role not supported",
+                                     "type": "invalid_request_error", "param": "messages", "code": "chat_template_error"}
+    assert fine.status_code == 200
+
+
+def test_a_later_rung_whose_template_refuses_is_that_variants_failure(tiny_model_dir: Path,
+                                                                      system_refusing_model_dir: Path) -> None:
+    # the first rung accepts the system turn (and its answer fails the route's check); the rung it
+    # escalates to refuses it: a failure of that variant, named, not a crash
+    config = parse_config({
+        "server": {"require_auth": False},
+        "variants": [{"name": "a", "engine": "local", "path": str(tiny_model_dir)},
+                     {"name": "b", "engine": "local", "path": str(system_refusing_model_dir)}],
+        "ladder": ["a", "b"], "events": {"path": None},
+        "routes": [{"name": "r", "model": "tiny", "validate": {"assert": [{"type": "contains", "value": "zzzz"}]}}]})
+    app = create_app(config, build_engines(config))
+    with running(app) as url:
+        r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+            "model": "tiny", "max_tokens": 4,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["message"] == ("variant 'b': the model's chat template refused these messages: "
+                                            "System role not supported")

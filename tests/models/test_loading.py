@@ -108,3 +108,12 @@ def test_pickle_loads_with_opt_in(tiny_model_dir: Path, tmp_path: Path) -> None:
 def test_unknown_dtype(tiny_model_dir: Path) -> None:
     with pytest.raises(ModelLoadError, match="unknown dtype 'int7'"):
         load_model(tiny_model_dir, dtype="int7")
+
+
+def test_a_template_that_refuses_the_messages_is_a_clear_error(system_refusing_model_dir: Path) -> None:
+    from quantgate.errors import ChatTemplateError
+
+    loaded = load_model(system_refusing_model_dir)
+    assert "<|user|>hi" in render_chat(loaded.tokenizer, [{"role": "user", "content": "hi"}])
+    with pytest.raises(ChatTemplateError, match="chat template refused these messages: System role not supported"):
+        render_chat(loaded.tokenizer, [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
