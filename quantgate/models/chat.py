@@ -47,11 +47,18 @@ def render_chat(
 ) -> str:
     """Render ``messages`` (and OpenAI-style ``tools``) into the prompt text the model continues.
 
-    ``chat_template`` overrides the tokenizer's own; a tokenizer without one uses the default.
+    ``chat_template`` overrides the tokenizer's own; a tokenizer without one uses the default. A
+    tokenizer with several named templates uses ``tool_use`` when tools are passed, else ``default``.
     """
     from jinja2.exceptions import TemplateError
 
     template = chat_template or getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
+    if isinstance(template, dict):  # named templates (Hermes, Command-R): pick as transformers does
+        name = "tool_use" if tools and "tool_use" in template else "default"
+        if name not in template:
+            raise ChatTemplateError(f"the model has chat templates {', '.join(sorted(template))} and none named "
+                                    "'default'; pass one with --chat-template")
+        template = template[name]
     try:
         rendered = tokenizer.apply_chat_template(
             messages,

@@ -40,8 +40,12 @@ __all__ = ["is_variant_dir", "load_any", "load_variant", "quantize_to_dir", "sav
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-    "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt",
+    "chat_template.json", "added_tokens.json", "generation_config.json", "tokenizer.model", "vocab.json",
+    "merges.txt",
 )
+# Named chat templates beside the default one (``tool_use`` for Hermes-style models): without them a
+# variant would prompt tool requests differently from its source model.
+TOKENIZER_DIRS = ("additional_chat_templates",)
 
 
 def is_variant_dir(path: str | os.PathLike[str]) -> bool:
@@ -129,6 +133,9 @@ def save_variant(
     for fname in TOKENIZER_FILES:
         if (loaded.path / fname).is_file():
             shutil.copy2(loaded.path / fname, out_dir / fname)
+    for dname in TOKENIZER_DIRS:
+        if (loaded.path / dname).is_dir():
+            shutil.copytree(loaded.path / dname, out_dir / dname, dirs_exist_ok=True)
     layers = {p.name: {**p.to_dict(), "tensor": result.tensor_classes.get(p.name, "Tensor")}
               for p in result.layers}
     manifest = Manifest(

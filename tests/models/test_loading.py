@@ -117,3 +117,18 @@ def test_a_template_that_refuses_the_messages_is_a_clear_error(system_refusing_m
     assert "<|user|>hi" in render_chat(loaded.tokenizer, [{"role": "user", "content": "hi"}])
     with pytest.raises(ChatTemplateError, match="chat template refused these messages: System role not supported"):
         render_chat(loaded.tokenizer, [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
+
+
+def test_named_chat_templates_pick_tool_use_with_tools(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Hermes- and Command-R-style tokenizers ship {"default": ..., "tool_use": ...}
+    from quantgate.errors import ChatTemplateError
+
+    loaded = load_model(tiny_model_dir)
+    tok = loaded.tokenizer
+    tool = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    named = {"default": "{% for m in messages %}D:{{ m['content'] }}{% endfor %}",
+             "tool_use": "{% for m in messages %}T:{{ m['content'] }}{% endfor %}/{{ tools | length }}"}
+    assert render_chat(tok, [{"role": "user", "content": "hi"}], chat_template=named) == "D:hi"  # type: ignore[arg-type]
+    assert render_chat(tok, [{"role": "user", "content": "hi"}], tool, chat_template=named) == "T:hi/1"  # type: ignore[arg-type]
+    with pytest.raises(ChatTemplateError, match="chat templates tool_use and none named 'default'"):
+        render_chat(tok, [{"role": "user", "content": "hi"}], chat_template={"tool_use": "x"})  # type: ignore[arg-type]

@@ -167,3 +167,20 @@ def test_codec_refuses_classes_outside_allowlist() -> None:
         rebuild_tensor("w", {"class": "os.system", "data": [], "attrs": {}}, {})
     with pytest.raises(ManifestError, match="'Popen'.*not allowed"):
         decode_attr({"object": "Popen", "fields": {}})
+
+
+def test_a_variant_keeps_named_chat_templates(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from quantgate.models import render_chat
+
+    source = tmp_path / "hermes"
+    shutil.copytree(tiny_model_dir, source)
+    tok = AutoTokenizer.from_pretrained(source)
+    tok.chat_template = {"default": "{% for m in messages %}D:{{ m['content'] }}{% endfor %}",
+                         "tool_use": "{% for m in messages %}T:{{ m['content'] }}{% endfor %}"}
+    tok.save_pretrained(source)
+    quantize_to_dir(source, "int8wo", tmp_path / "v")
+    loaded = load_variant(tmp_path / "v")
+    tool = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert render_chat(loaded.tokenizer, [{"role": "user", "content": "hi"}], tool, loaded.chat_template) == "T:hi"
