@@ -395,18 +395,17 @@ class LocalEngine:
             if len(p) + len(c) > self.max_context:
                 raise QuantgateError(f"prompt + continuation is {len(p) + len(c)} tokens; "
                                      f"the model's context is {self.max_context}")
-        width = max(len(p) + len(c) for p, c in encoded)
-        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for i, (p, c) in enumerate(encoded):
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[i, : len(p) + len(c)] = 1
+        # Left-padded, so every continuation ends in the last column and the model computes logits
+        # only for the last ``tail`` columns: with a 152k vocabulary, logits for the whole prompt
+        # were most of the memory (16 prompts of 300 tokens: 4.6 GB more than the model itself).
+        ids, mask, positions = kvcache.left_padded([p + c for p, c in encoded], self.pad_id, self.device)
+        tail = max(len(c) for _, c in encoded) + 1
         with torch.inference_mode():
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                use_cache=False).logits
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                use_cache=False, logits_to_keep=tail).logits
         scores, matrices = [], []
         for i, (p, c) in enumerate(encoded):
-            rows = logits[i, len(p) - 1 : len(p) + len(c) - 1].float().log_softmax(-1)
+            rows = logits[i, tail - len(c) - 1 : tail - 1].float().log_softmax(-1)
             target = torch.tensor(c, device=rows.device)
             chosen = rows.gather(1, target[:, None]).squeeze(1)
             top_ids: list[list[int]] = []
