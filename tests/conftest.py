@@ -80,24 +80,40 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
+def _with_template(source: Path, path: Path, template: str) -> Path:
+    """A copy of the model directory ``source`` at ``path`` whose chat template is ``template``."""
+    import json
+    import shutil
+
+    shutil.copytree(source, path)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    (path / "chat_template.jinja").write_text(template)
+    return path
+
+
 # Gemma's template refuses a system turn this way (transformers' raise_exception inside the template).
 SYSTEM_REFUSING_TEMPLATE = (
     "{%- for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
     "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{%- endfor %}"
     "{%- if add_generation_prompt %}<|assistant|>{% endif %}"
 )
+# DeepSeek-R1's template opens the reasoning block in the prompt: whatever the model writes is
+# reasoning until it closes the block.
+REASONING_TEMPLATE = (
+    "{%- for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|><think>\n{% endif %}"
+)
 
 
 @pytest.fixture(scope="session")
 def system_refusing_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama with a chat template that raises on a system message, as Gemma's does."""
-    import json
-    import shutil
+    return _with_template(tiny_model_dir, tmp_path_factory.mktemp("system-refusing") / "m", SYSTEM_REFUSING_TEMPLATE)
 
-    path = tmp_path_factory.mktemp("system-refusing") / "m"
-    shutil.copytree(tiny_model_dir, path)
-    config = json.loads((path / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (path / "tokenizer_config.json").write_text(json.dumps(config))
-    (path / "chat_template.jinja").write_text(SYSTEM_REFUSING_TEMPLATE)
-    return path
+
+@pytest.fixture(scope="session")
+def reasoning_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with a chat template that opens a ``<think>`` block for the answer, as DeepSeek-R1's does."""
+    return _with_template(tiny_model_dir, tmp_path_factory.mktemp("reasoning") / "m", REASONING_TEMPLATE)

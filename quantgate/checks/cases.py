@@ -10,7 +10,9 @@ A ``quantgate check`` line is ``{"case": {...}, "output": ...}`` plus optional `
 ``usage`` (``{"completion_tokens": N}``) and ``sample`` (an index echoed to the verdict line).
 ``output`` is the output text, an OpenAI assistant message (``content``, ``tool_calls`` with JSON
 string ``arguments``, ``refusal``), a chat-completion choice (``{"message", "finish_reason"}``) or
-a whole chat completion (its first choice and its ``usage``).
+a whole chat completion (its first choice and its ``usage``). A leading ``<think>`` block is the
+model's reasoning, not its answer: it is split off (``reasoning``), as is a message's
+``reasoning_content``, and the checks grade the rest.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from quantgate.checks.errors import CasesFileError, CheckConfigError, located
+from quantgate.checks.reasoning import split_reasoning
 from quantgate.checks.text import type_name
 from quantgate.checks.tool_parsing import ToolCall, arguments_from_string
 from quantgate.checks.types import Assertion, Case, Output
@@ -187,7 +190,8 @@ def parse_output(raw: Any, where: str, field: str = "output", *, finish_reason: 
                  completion_tokens: int | None = None) -> Output:
     """An output in any of the shapes the module docstring lists."""
     if isinstance(raw, str):
-        return Output(raw, finish_reason=finish_reason, completion_tokens=completion_tokens)
+        reasoning, answer = split_reasoning(raw)
+        return Output(answer, finish_reason=finish_reason, completion_tokens=completion_tokens, reasoning=reasoning)
     if not isinstance(raw, dict):
         raise _fail(where, field, f"expected a string or an assistant message object, got {type_name(raw)}")
     if "choices" in raw:  # a whole chat completion
@@ -207,14 +211,20 @@ def parse_output(raw: Any, where: str, field: str = "output", *, finish_reason: 
     role = raw.get("role", "assistant")
     if role != "assistant":
         raise _fail(where, f"{field}.role", f"expected 'assistant', got {json.dumps(role)[:40]}")
-    text = _content_text(raw.get("content"), where, f"{field}.content")
+    reasoning, text = split_reasoning(_content_text(raw.get("content"), where, f"{field}.content"))
+    for key in ("reasoning_content", "reasoning"):  # vLLM / SGLang; OpenRouter and others
+        given = raw.get(key)
+        if given is not None and not isinstance(given, str):
+            raise _fail(where, f"{field}.{key}", f"expected a string or null, got {type_name(given)}")
+        reasoning = reasoning or given
     refusal = raw.get("refusal")
     if refusal is not None and not isinstance(refusal, str):
         raise _fail(where, f"{field}.refusal", f"expected a string or null, got {type_name(refusal)}")
     if refusal and not text:
         text = refusal  # OpenAI structured outputs put a refusal here instead of in content
     calls = _tool_calls(raw.get("tool_calls"), where, f"{field}.tool_calls")
-    return Output(text, tool_calls=calls or None, finish_reason=finish_reason, completion_tokens=completion_tokens)
+    return Output(text, tool_calls=calls or None, finish_reason=finish_reason, completion_tokens=completion_tokens,
+                  reasoning=reasoning)
 
 
 def _tokens(usage: Any, where: str, field: str) -> int | None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from quantgate.checks.codes import OK
 from quantgate.checks.errors import CheckConfigError, UnknownCheckError, located
+from quantgate.checks.reasoning import split_reasoning
 from quantgate.checks.types import Assertion, Case, CaseResult, Outcome, Output, Verdict
 
 __all__ = [
@@ -198,8 +199,10 @@ class Registry:
 
     def check(self, output: Output | str, case: Case) -> CaseResult:
         """Compile ``case`` and grade one output: the one-call API for a single output."""
-        out = Output(output) if isinstance(output, str) else output
-        return self.compile_case(case).run(out)
+        if isinstance(output, str):
+            reasoning, answer = split_reasoning(output)
+            output = Output(answer, reasoning=reasoning)
+        return self.compile_case(case).run(output)
 
     def _unknown_message(self, type_name: str) -> str:
         known = self.names()

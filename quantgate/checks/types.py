@@ -66,15 +66,19 @@ class Output:
     ``tool_calls`` are the message's own (OpenAI ``tool_calls``) when it has any, else the Hermes
     ``<tool_call>`` blocks in the text, parsed on first use: most checks never look at them.
     ``completion_tokens`` comes from the line's ``usage`` when present (for ``token-count``).
+    ``reasoning`` is a thinking model's reasoning, kept apart from ``text``, the answer the checks
+    grade (``reasoning`` module).
     """
 
-    __slots__ = ("text", "finish_reason", "completion_tokens", "_tool_calls")
+    __slots__ = ("text", "finish_reason", "completion_tokens", "reasoning", "_tool_calls")
 
     def __init__(self, text: str = "", *, tool_calls: tuple[ToolCall, ...] | None = None,
-                 finish_reason: str | None = None, completion_tokens: int | None = None) -> None:
+                 finish_reason: str | None = None, completion_tokens: int | None = None,
+                 reasoning: str | None = None) -> None:
         self.text = text
         self.finish_reason = finish_reason
         self.completion_tokens = completion_tokens
+        self.reasoning = reasoning
         self._tool_calls = tool_calls or None
 
     @property

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from quantgate.checks.reasoning import prompt_opens_reasoning, split_reasoning
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.errors import ChatTemplateError, QuantgateError
 
@@ -77,19 +78,32 @@ class LocalTarget:
         # A case the model's chat template refuses (a system turn for Gemma, say) is that case's
         # error, as a server's 400 is for an upstream target; the other cases still run.
         answers: list[Answer | None] = [None] * len(requests)
-        prompts: list[tuple[int, GenerationRequest]] = []
+        prompts: list[tuple[int, str]] = []
         for i, r in enumerate(requests):
             try:
-                prompts.append((i, GenerationRequest(self.prompt_ids(r), r.params)))
+                prompts.append((i, self.engine.render(r.messages, r.tools)))
             except ChatTemplateError as exc:
                 answers[i] = Answer("", None, 0, 0, {}, error=str(exc))
-        results = self.engine.generate([p for _, p in prompts])
-        for (i, _), g in zip(prompts, results):
+        results = self.engine.generate([GenerationRequest(self.engine.encode(text), requests[i].params)
+                                        for i, text in prompts])
+        for (i, text), g in zip(prompts, results):
             timings = {"queue_s": g.timings.queue_s, "prefill_s": g.timings.prefill_s, "ttft_s": g.timings.ttft_s,
                        "decode_s": g.timings.decode_s, "total_s": g.timings.total_s}
-            answers[i] = Answer(g.text, g.finish_reason, g.usage.prompt_tokens, g.usage.completion_tokens,
-                                timings, g.token_ids, g.logprobs)
+            answers[i] = Answer(_with_reasoning(g.text, text), g.finish_reason, g.usage.prompt_tokens,
+                                g.usage.completion_tokens, timings, g.token_ids, g.logprobs)
         return [a for a in answers if a is not None]
+
+
+def _with_reasoning(text: str, prompt: str) -> Any:
+    """The output as graded: plain text, or a message with ``reasoning_content`` when the model thought first.
+
+    Split here, where the prompt is known (a template that opens ``<think>`` itself leaves only the
+    block's end in the output); the message form is what a server with a reasoning parser returns.
+    """
+    reasoning, answer = split_reasoning(text, prompt_opens_reasoning(prompt))
+    if reasoning is None:
+        return text
+    return {"role": "assistant", "content": answer, "reasoning_content": reasoning}
 
 
 class UpstreamTarget:

@@ -156,7 +156,7 @@ def create_app(config: GatewayConfig, engines: Mapping[str, GatewayEngine], *, l
         c = answer.completion
         metrics.ttft.labels(prepared.route.name).observe(time.perf_counter() - prepared.started)
         return JSONResponse(completion_body(new_id(), body.model, c.content, c.tool_calls, c.finish_reason,
-                                            c.prompt_tokens, c.completion_tokens), headers=answer.headers)
+                                            c.prompt_tokens, c.completion_tokens, c.reasoning), headers=answer.headers)
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
@@ -402,6 +402,8 @@ async def _relay_sse(p: Prepared, variant: str, pieces: AsyncIterable[StreamPiec
                 pt, ct = piece.prompt_tokens or 0, piece.completion_tokens or 0
                 usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
             delta: dict[str, Any] = {}
+            if piece.reasoning:
+                delta["reasoning_content"] = piece.reasoning
             if piece.content:
                 delta["content"] = piece.content
             if piece.tool_calls:
@@ -421,6 +423,8 @@ async def _replay_sse(p: Prepared, answer: Answer, metrics: GatewayMetrics) -> A
     cid, created, model = new_id(), int(time.time()), p.request.model
     metrics.ttft.labels(p.route.name).observe(time.perf_counter() - p.started)
     yield _sse(chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
+    if c.reasoning:
+        yield _sse(chunk_body(cid, model, created, {"reasoning_content": c.reasoning}))
     if c.content:
         yield _sse(chunk_body(cid, model, created, {"content": c.content}))
     for i, tc in enumerate(c.tool_calls or []):

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantgate.checks.reasoning import ReasoningStream, prompt_opens_reasoning, split_reasoning
 from quantgate.engines.types import GenerationRequest, SamplingParams, TokenDelta  # no torch import
 from quantgate.errors import ChatTemplateError, QuantgateError
 from quantgate.gateway.engines import Completion, EngineFailure, StreamPiece, split_tool_calls
@@ -106,9 +107,10 @@ class LocalBatchingEngine:
                    loop, future=loop.create_future())
         self._jobs.put(job)
         gen = await job.future  # type: ignore[misc]
-        content, calls = split_tool_calls(gen.text)
+        reasoning, answer = split_reasoning(gen.text, prompt_opens_reasoning(job.prompt))
+        content, calls = split_tool_calls(answer)
         return Completion(content, calls, "tool_calls" if calls else gen.finish_reason, gen.usage.prompt_tokens,
-                          gen.usage.completion_tokens, gen.timings.total_s, gen.timings.ttft_s)
+                          gen.usage.completion_tokens, gen.timings.total_s, gen.timings.ttft_s, reasoning)
 
     async def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]:
         loop = asyncio.get_running_loop()
@@ -126,11 +128,25 @@ class LocalBatchingEngine:
             job.abandoned = True  # finished, failed or closed early: the worker stops decoding it
 
     async def _pieces(self, job: _Job, held: str | None) -> AsyncIterator[StreamPiece]:
+        # A thinking model's <think> block goes out as reasoning_content deltas, never as content.
+        split = ReasoningStream(prompt_opens_reasoning(job.prompt))
         while True:
             item = await job.deltas.get()  # type: ignore[union-attr]
             if isinstance(item, BaseException):
                 raise EngineFailure("error", f"{self.name}: {item}")
-            if hasattr(item, "usage"):
+            ended = hasattr(item, "usage")
+            for kind, text in split.flush() if ended else split.feed(item.text):
+                if kind == "reasoning":
+                    yield StreamPiece(reasoning=text)
+                elif held is None:
+                    yield StreamPiece(content=text)
+                else:
+                    held += text
+                    stripped = held.lstrip()
+                    if not (stripped.startswith(_TOOL_OPEN) or _TOOL_OPEN.startswith(stripped)):
+                        yield StreamPiece(content=held)  # not a tool call: stream the rest as it comes
+                        held = None
+            if ended:
                 finish = item.finish_reason
                 if held:
                     content, calls = split_tool_calls(held)
@@ -142,14 +158,6 @@ class LocalBatchingEngine:
                 yield StreamPiece(finish_reason=finish, prompt_tokens=item.usage.prompt_tokens,
                                   completion_tokens=item.usage.completion_tokens)
                 return
-            if held is None:
-                yield StreamPiece(content=item.text)
-                continue
-            held += item.text
-            stripped = held.lstrip()
-            if not (stripped.startswith(_TOOL_OPEN) or _TOOL_OPEN.startswith(stripped)):
-                yield StreamPiece(content=held)  # not a tool call: stream the rest as it comes
-                held = None
 
     @property
     def running_rows(self) -> int:

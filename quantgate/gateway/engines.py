@@ -41,17 +41,19 @@ class Completion:
     completion_tokens: int
     engine_s: float
     ttft_s: float
+    reasoning: str | None = None  # a thinking model's reasoning, apart from the answer (``reasoning_content``)
 
 
 @dataclass
 class StreamPiece:
-    """One chunk's worth: a content delta, tool-call deltas (OpenAI shape), or the end with usage."""
+    """One chunk's worth: a content delta, tool-call deltas (OpenAI shape), a reasoning delta, or the end with usage."""
 
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning: str | None = None
 
 
 class EngineFailure(Exception):
@@ -137,7 +139,8 @@ class UpstreamAsyncEngine:
             msg = choice["message"]
             usage = data.get("usage") or {}
             return Completion(msg.get("content"), msg.get("tool_calls") or None, choice.get("finish_reason") or "stop",
-                              int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), elapsed, elapsed)
+                              int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), elapsed, elapsed,
+                              _reasoning(msg))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise EngineFailure("error", f"{self.name}: upstream answer is not a chat completion: {text}") from None
 
@@ -179,9 +182,15 @@ def _piece_from_chunk(name: str, data: str) -> StreamPiece:
         delta = choices[0].get("delta") or {} if choices else {}
         return StreamPiece(delta.get("content"), delta.get("tool_calls"),
                            choices[0].get("finish_reason") if choices else None,
-                           usage.get("prompt_tokens"), usage.get("completion_tokens"))
+                           usage.get("prompt_tokens"), usage.get("completion_tokens"), _reasoning(delta))
     except (ValueError, AttributeError, IndexError, TypeError):
         raise EngineFailure("error", f"{name}: upstream sent a malformed stream chunk: {data[:120]}") from None
+
+
+def _reasoning(message: dict[str, Any]) -> str | None:
+    """A server's reasoning field: ``reasoning_content`` (vLLM, SGLang, DeepSeek) or ``reasoning``."""
+    value = message.get("reasoning_content") or message.get("reasoning")
+    return value if isinstance(value, str) else None
 
 
 # ------------------------------------------------------------------------------------ local
@@ -203,6 +212,7 @@ class StreamTally:
 
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.reasoning: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish_reason = "stop"
         self.prompt = self.completion = 0
@@ -213,10 +223,12 @@ class StreamTally:
         self.prompt = piece.prompt_tokens or self.prompt
         self.completion = piece.completion_tokens or self.completion
         self.finish_reason = piece.finish_reason or self.finish_reason
-        if piece.content or piece.tool_calls:
+        if piece.content or piece.tool_calls or piece.reasoning:
             self.chunks += 1
         if piece.content:
             self.content.append(piece.content)
+        if piece.reasoning:
+            self.reasoning.append(piece.reasoning)
         for delta in piece.tool_calls or []:
             call = self.calls.setdefault(int(delta.get("index", len(self.calls))),
                                          {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
@@ -231,4 +243,4 @@ class StreamTally:
         if calls is None and text and "<tool_call>" in text:  # a local model writes its calls as text
             text, calls = split_tool_calls(text)
         return Completion(text, calls, self.finish_reason, self.prompt, self.completion,
-                          time.perf_counter() - self.started, 0.0)
+                          time.perf_counter() - self.started, 0.0, "".join(self.reasoning).strip() or None)

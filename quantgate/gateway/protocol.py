@@ -208,18 +208,21 @@ def new_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
-def _message(content: str | None, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+def _message(content: str | None, tool_calls: list[dict[str, Any]] | None, reasoning: str | None) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:  # the field vLLM and DeepSeek's API use
+        msg["reasoning_content"] = reasoning
     if tool_calls:
         msg["tool_calls"] = tool_calls
     return msg
 
 
 def completion_body(cid: str, model: str, content: str | None, tool_calls: list[dict[str, Any]] | None,
-                    finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+                    finish_reason: str, prompt_tokens: int, completion_tokens: int,
+                    reasoning: str | None = None) -> dict[str, Any]:
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": _message(content, tool_calls), "logprobs": None,
+        "choices": [{"index": 0, "message": _message(content, tool_calls, reasoning), "logprobs": None,
                      "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},

@@ -84,3 +84,14 @@ def test_a_case_the_chat_template_refuses_is_that_cases_error(system_refusing_mo
     assert cases["system"].verdicts[-1]["code"] == "engine.error"
     assert "System role not supported" in cases["system"].verdicts[-1]["reason"]
     assert cases["plain"].token_ids and all(v["code"] != "engine.error" for v in cases["plain"].verdicts)
+
+
+def test_a_thinking_models_reasoning_is_stored_apart_and_not_graded(reasoning_model_dir: Path, tmp_path: Path) -> None:
+    f = tmp_path / "g.jsonl"
+    f.write_text(json.dumps({"id": "r", "prompt": "hi", "assert": [{"type": "not-contains", "value": "<|"}]}))
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run = run_eval(LocalTarget(str(reasoning_model_dir)), load_golden(f, default_registry()), store,
+                       EvalConfig(max_tokens=6))
+        [case] = store.cases(run.id)
+    assert isinstance(case.output, dict) and case.output["reasoning_content"] and case.output["content"] == ""
+    assert case.token_ids and len(case.token_ids) <= case.usage["completion_tokens"]  # tokens: the whole output

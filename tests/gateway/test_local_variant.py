@@ -234,3 +234,22 @@ def test_a_later_rung_whose_template_refuses_is_that_variants_failure(tiny_model
     assert r.status_code == 502, r.text
     assert r.json()["error"]["message"] == ("variant 'b': the model's chat template refused these messages: "
                                             "System role not supported")
+
+
+def test_a_local_thinking_models_reasoning_is_not_its_answer(reasoning_model_dir: Path) -> None:
+    # the template opens <think>; the random model never closes it, so all it writes is reasoning
+    config = parse_config({
+        "server": {"require_auth": False},
+        "variants": [{"name": "fp32", "engine": "local", "path": str(reasoning_model_dir)}],
+        "ladder": ["fp32"], "routes": [{"name": "r", "model": "tiny"}], "events": {"path": None}})
+    app = create_app(config, build_engines(config))
+    ask = {"model": "tiny", "max_tokens": 6, "messages": [{"role": "user", "content": "hi"}]}
+    with running(app) as url:
+        whole = httpx.post(url + "/v1/chat/completions", timeout=60, json=ask)
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=60, json={**ask, "stream": True}) as s:
+            deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in s.iter_lines()
+                      if line.startswith("data: {") and '"choices":[{' in line.replace(" ", "")]
+    message = whole.json()["choices"][0]["message"]
+    assert message["reasoning_content"] and message["content"] == ""
+    assert "".join(d.get("reasoning_content", "") for d in deltas).strip() == message["reasoning_content"]
+    assert not "".join(d.get("content", "") or "" for d in deltas)

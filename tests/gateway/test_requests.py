@@ -168,3 +168,32 @@ def test_newer_tool_choice_forms_are_forwarded(rig: Rig) -> None:
     r = _post(rig, {"model": "assistant", "messages": USER, "tools": [WEATHER], "tool_choice": choice})
     assert r.status_code == 200, r.text
     assert rig.upstreams["int4"].requests[-1]["body"]["tool_choice"] == choice
+
+
+def test_an_upstreams_reasoning_is_relayed_apart_and_not_validated(rig_factory: Any) -> None:
+    # vLLM with a reasoning parser: reasoning_content beside the answer, in full answers and in deltas
+    rig = rig_factory(routes=[{"name": "assistant", "model": "assistant",
+                               "validate": {"assert": [{"type": "is-json"}]}}])
+    answer = completion('{"a": 1}')
+    answer["choices"][0]["message"]["reasoning_content"] = "They want JSON, not prose."
+    rig.replies["int4"] = lambda body: Reply(body=answer)
+    r = _post(rig, {"model": "assistant", "messages": USER})
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    assert message["content"] == '{"a": 1}' and message["reasoning_content"] == "They want JSON, not prose."
+    assert r.headers["x-quantgate-variant"] == "int4"  # the JSON answer passed: no escalation
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        return json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    events = [chunk({"role": "assistant", "content": ""}), chunk({"reasoning_content": "Think"}),
+              chunk({"reasoning_content": "ing."}), chunk({"content": "Hi"}), chunk({}, "stop"), "[DONE]"]
+    plain = rig_factory()
+    plain.replies["int4"] = lambda body: Reply(events=events)
+    with httpx.stream("POST", plain.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": "assistant", "messages": USER, "stream": True}) as s:
+        deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in s.iter_lines()
+                  if line.startswith("data: {") and '"choices":[{' in line.replace(" ", "")]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "Thinking."
+    assert "".join(d.get("content", "") or "" for d in deltas) == "Hi"

@@ -1,0 +1,111 @@
+"""Reasoning blocks: a thinking model's ``<think>...</think>`` is not its answer.
+
+Qwen3, QwQ, DeepSeek-R1 and its distills write their reasoning between ``<think>`` and
+``</think>`` before the answer; DeepSeek-R1's chat template opens the block in the prompt, so the
+output holds only its end. Servers with a reasoning parser (vLLM, SGLang) return the reasoning
+apart, as the message's ``reasoning_content``; raw model text has it inline. Checks grade the
+answer: JSON validity, refusals, citations and tool calls are properties of what the user is
+shown, and a thought that says "I can't" is not a refusal.
+
+Trade-offs: only the ``<think>`` tag pair is recognised (the convention of the open reasoning
+models served today; a model with other markers needs its server's parser), and without the
+prompt a leading ``</think>`` with no opening tag is taken as the end of a block the prompt opened,
+so a non-reasoning answer that begins by quoting ``</think>`` would be misread. Where the prompt is
+known (the local engine), ``opened`` says whether it left a block open. ``ReasoningStream`` does
+the same split on text that arrives in pieces, holding back only what may be the start of a tag.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLOSE", "OPEN", "ReasoningStream", "prompt_opens_reasoning", "split_reasoning"]
+
+OPEN, CLOSE = "<think>", "</think>"
+
+
+def prompt_opens_reasoning(prompt: str) -> bool:
+    """Whether a rendered prompt ends inside a ``<think>`` block (DeepSeek-R1's template opens one)."""
+    return prompt.rfind(OPEN) > prompt.rfind(CLOSE)
+
+
+def split_reasoning(text: str, opened: bool | None = None) -> tuple[str | None, str]:
+    """``(reasoning, answer)`` of model text; ``(None, text)`` when it holds no leading reasoning block.
+
+    ``opened``: the prompt left a block open (True), did not (False), or is unknown (None: a
+    ``</think>`` before any ``<think>`` is taken as that block's end). An output that stopped while
+    still thinking has an empty answer.
+    """
+    end = text.find(CLOSE)
+    start = text.find(OPEN)
+    if opened or (opened is None and end >= 0 and (start < 0 or start > end)):
+        if end < 0:
+            return text.strip(), ""
+        return text[:end].strip(), text[end + len(CLOSE):].lstrip()
+    if start < 0 or text[:start].strip():
+        return None, text  # no block, or text before it: the block is part of the answer
+    if end < start:
+        return text[start + len(OPEN):].strip(), ""
+    return text[start + len(OPEN) : end].strip(), text[end + len(CLOSE):].lstrip()
+
+
+class ReasoningStream:
+    """``split_reasoning`` for streamed text: ``feed`` pieces, get ``(kind, text)`` parts, ``flush`` at the end.
+
+    ``kind`` is ``"reasoning"`` or ``"content"``. Joined, the content parts equal the answer that
+    ``split_reasoning(whole, opened)`` gives; the reasoning parts are its reasoning unstripped.
+    """
+
+    def __init__(self, opened: bool):
+        self._state = "reasoning" if opened else "start"
+        self._buf = ""
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        self._buf += text
+        out: list[tuple[str, str]] = []
+        while True:
+            if self._state == "start":
+                lead = self._buf.lstrip()
+                if lead.startswith(OPEN):
+                    self._state, self._buf = "reasoning", lead[len(OPEN):]
+                    continue
+                if OPEN.startswith(lead):  # maybe the tag's first characters: wait for more
+                    return out
+                self._state = "content"
+            if self._state == "reasoning":
+                end = self._buf.find(CLOSE)
+                if end < 0:
+                    keep = _partial_suffix(self._buf, CLOSE)
+                    if len(self._buf) > keep:
+                        out.append(("reasoning", self._buf[: len(self._buf) - keep]))
+                        self._buf = self._buf[len(self._buf) - keep :]
+                    return out
+                if end:
+                    out.append(("reasoning", self._buf[:end]))
+                self._state, self._buf = "answer", self._buf[end + len(CLOSE):]
+            if self._state == "answer":  # the answer starts at its first non-space character
+                self._buf = self._buf.lstrip()
+                if not self._buf:
+                    return out
+                self._state = "content"
+            if self._buf:
+                out.append(("content", self._buf))
+            self._buf = ""
+            return out
+
+    def flush(self) -> list[tuple[str, str]]:
+        """What is still held when the text ends."""
+        held, self._buf = self._buf, ""
+        if not held:
+            return []
+        if self._state == "reasoning":
+            return [("reasoning", held)]
+        if self._state == "start" and held.lstrip() == OPEN:
+            return []  # an opening tag and nothing after it: empty reasoning, no answer
+        return [("content", held)] if self._state in ("start", "content") else []
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of ``text`` that is a proper start of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
