@@ -100,10 +100,15 @@ def quantize_model(
     scheme: Scheme,
     overrides: list[tuple[str, str]] | None = None,
     device: str = "cpu",
+    compute_dtype: str | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` in place; return the per-layer plan and the seconds it took.
 
-    The model must already be in the scheme's compute dtype on ``device``. Linear-equivalent
+    The model must be on ``device``, in the scheme's compute dtype or, with ``compute_dtype``, in a
+    narrower float dtype that casts to it exactly (a bf16 checkpoint for fp32 activations): then
+    each linear layer is cast just before it is quantized and the rest of the model at the end,
+    so peak memory is the narrow model plus one layer, not the whole model widened, and the
+    result is the same as quantizing the widened model. Linear-equivalent
     modules are replaced by ``nn.Linear`` first (``compat.linearize``), so the model's module tree
     changes where it holds any; ``QuantizeResult.linearized`` says where. A forward pass on a fixed
     probe runs before and after: a model whose quantized form cannot run (a module doing what
@@ -123,13 +128,24 @@ def quantize_model(
     untied = _untie_quantized_head(model, plans)
     unquantized = unquantized_weights(model, {p.name for p in plans})
     start = time.perf_counter()
-    by_scheme: dict[str, set[str]] = {}
-    for plan in plans:
-        if plan.scheme != "none":
-            by_scheme.setdefault(plan.scheme, set()).add(plan.name)
-    for name, fqns in by_scheme.items():
-        config = get_scheme(name).torchao_config(device)
-        quantize_(model, config, filter_fn=lambda _m, fqn, fqns=fqns: fqn in fqns, device=device)
+    target = _dtype(compute_dtype) if compute_dtype else None
+    if target is not None and any(p.dtype != target for p in model.parameters() if p.is_floating_point()):
+        for plan in plans:  # one layer at a time: widen it, quantize it, and the wide copy is gone
+            if plan.scheme != "none":
+                model.get_submodule(plan.name).to(target)
+                quantize_(model, get_scheme(plan.scheme).torchao_config(device),
+                          filter_fn=lambda _m, fqn, name=plan.name: fqn == name, device=device)
+        _widen_the_rest(model, target)
+        if hasattr(model, "config"):
+            model.config.dtype = target  # the saved config.json says what the variant computes in
+    else:
+        by_scheme: dict[str, set[str]] = {}
+        for plan in plans:
+            if plan.scheme != "none":
+                by_scheme.setdefault(plan.scheme, set()).add(plan.name)
+        for name, fqns in by_scheme.items():
+            config = get_scheme(name).torchao_config(device)
+            quantize_(model, config, filter_fn=lambda _m, fqn, fqns=fqns: fqn in fqns, device=device)
     seconds = time.perf_counter() - start
     modules = dict(model.named_modules())
     classes = {p.name: type(modules[p.name].weight).__name__ for p in plans}
@@ -147,6 +163,25 @@ def quantize_model(
         snr = None if noise == 0 else round(10 * math.log10(float(reference.pow(2).sum()) / noise), 2)
     return QuantizeResult(layers=plans, seconds=seconds, tensor_classes=classes, linearized=linearized,
                           unquantized=unquantized, probe_snr_db=snr)
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _widen_the_rest(model: Any, target: Any) -> None:
+    """Cast every float parameter and buffer that is not quantized to ``target`` (tied ones once)."""
+    from quantgate.quantize.codec import is_quantized
+
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if p.is_floating_point() and not is_quantized(p) and p.dtype != target:
+                p.data = p.data.to(target)
+        for key, b in module._buffers.items():
+            if b is not None and b.is_floating_point() and b.dtype != target:
+                module._buffers[key] = b.to(target)
 
 
 def _probe_ids(model: Any, device: str) -> Any:

@@ -100,8 +100,12 @@ def save_variant(
     out_dir: Path,
     device: str,
     overrides: list[tuple[str, str]],
+    dtype_loaded: str | None = None,
 ) -> Manifest:
-    """Write the quantized ``loaded.model`` and its manifest into ``out_dir``."""
+    """Write the quantized ``loaded.model`` and its manifest into ``out_dir``.
+
+    ``dtype_loaded``: the dtype the source was loaded in, when not the compute dtype ``loaded.dtype``.
+    """
     from safetensors.torch import save_file
 
     from quantgate.quantize.codec import flatten_tensor, is_quantized
@@ -144,7 +148,7 @@ def save_variant(
         device=device,
         layers=layers,
         source={"path": str(loaded.path), "name": loaded.name, "sha256": hash_model_dir(loaded.path),
-                "dtype_loaded": loaded.dtype},
+                "dtype_loaded": dtype_loaded or loaded.dtype},
         weight_bytes=counts,
         quantize_seconds=round(result.seconds, 3),
         versions=_versions(),
@@ -189,12 +193,26 @@ def quantize_to_dir(
         named = [SCHEMES[name] for _, name in overrides or [] if name in SCHEMES]  # unknown: quantize_model says
         int4_needs_bf16 = any(s.quantizes and s.compute_dtype == "bf16" for s in named)
         dtype = "bf16" if int4_needs_bf16 else scheme.resolved_compute_dtype(device)
-    loaded = load_model(model_dir, dtype=dtype, device=device,
-                        allow_pickle=allow_pickle)
+    # A bf16/fp16 checkpoint for fp32 activations loads as it is stored and is widened layer by layer
+    # while quantizing (quantize_model): half the peak memory of loading it widened.
+    stored = _checkpoint_dtype(Path(model_dir))
+    load_as = stored if dtype == "fp32" and stored in ("bf16", "fp16") else dtype
+    loaded = load_model(model_dir, dtype=load_as, device=device, allow_pickle=allow_pickle)
     stage(f"quantizing to {scheme.name}")
-    result = quantize_model(loaded.model, scheme, overrides or [], device=device)
+    result = quantize_model(loaded.model, scheme, overrides or [], device=device, compute_dtype=dtype)
+    loaded.dtype = dtype
     stage("writing variant")
-    return save_variant(loaded, result, scheme, out, device, overrides or [])
+    return save_variant(loaded, result, scheme, out, device, overrides or [], dtype_loaded=load_as)
+
+
+def _checkpoint_dtype(model_dir: Path) -> str | None:
+    """The dtype ``config.json`` says the weights are stored in (``torch_dtype``, or ``dtype`` in newer files)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # load_model reports a bad config with its own message
+    stored = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(stored) if isinstance(stored, str) else None
 
 
 def load_variant(path: str | os.PathLike[str], device: str = "cpu") -> LoadedModel:

@@ -184,3 +184,24 @@ def test_a_variant_keeps_named_chat_templates(tiny_model_dir: Path, tmp_path: Pa
     loaded = load_variant(tmp_path / "v")
     tool = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     assert render_chat(loaded.tokenizer, [{"role": "user", "content": "hi"}], tool, loaded.chat_template) == "T:hi"
+
+
+@pytest.mark.parametrize("scheme", ["int8wo", "int8dq"])
+def test_a_bf16_checkpoint_is_widened_layer_by_layer_with_the_same_result(tiny_model_dir: Path, tmp_path: Path,
+                                                                         scheme: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    source = tmp_path / "bf16"
+    shutil.copytree(tiny_model_dir, source)
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(source)
+    manifest = quantize_to_dir(source, scheme, tmp_path / "v", dtype="fp32")
+    assert manifest.compute_dtype == "fp32" and manifest.source["dtype_loaded"] == "bf16"
+    loaded = load_variant(tmp_path / "v")
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    from quantgate.quantize.apply import quantize_model
+    from quantgate.quantize.schemes import get_scheme
+
+    widened = load_model(source, dtype="fp32")  # the whole model widened at load, then quantized
+    quantize_model(widened.model, get_scheme(scheme))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(IDS).logits, widened.model(IDS).logits)
