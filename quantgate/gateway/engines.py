@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import queue
 import threading
@@ -23,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 
+from quantgate.checks.reasoning import OPEN, ReasoningStream, split_reasoning
 from quantgate.checks.tool_parsing import parse_tool_calls_from_text
 from quantgate.engines.types import GenerationRequest, SamplingParams  # no torch import
 from quantgate.errors import QuantgateError
@@ -138,14 +140,18 @@ class UpstreamAsyncEngine:
             choice = data["choices"][0]
             msg = choice["message"]
             usage = data.get("usage") or {}
-            return Completion(msg.get("content"), msg.get("tool_calls") or None, choice.get("finish_reason") or "stop",
+            content, reasoning = msg.get("content"), _reasoning(msg)
+            if reasoning is None and isinstance(content, str) and content.lstrip().startswith(OPEN):
+                reasoning, content = split_reasoning(content, opened=False)  # a server without its reasoning parser
+            return Completion(content, msg.get("tool_calls") or None, choice.get("finish_reason") or "stop",
                               int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), elapsed, elapsed,
-                              _reasoning(msg))
+                              reasoning)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise EngineFailure("error", f"{self.name}: upstream answer is not a chat completion: {text}") from None
 
     async def stream(self, request: ChatRequest, max_tokens: int) -> AsyncIterator[StreamPiece]:
         finished = False
+        split = _ContentReasoning()
         try:
             async with self._client().post(self._endpoint, data=self._payload(request, max_tokens, True)) as r:
                 if r.status != 200:
@@ -158,10 +164,13 @@ class UpstreamAsyncEngine:
                     data = line[5:].strip()
                     if data == "[DONE]":  # the server's own end marker
                         finished = True
+                        for out in split.end():
+                            yield out
                         break
                     piece = _piece_from_chunk(self.name, data)
                     finished = finished or piece.finish_reason is not None
-                    yield piece
+                    for out in split.pieces(piece):
+                        yield out
         except (asyncio.TimeoutError, TimeoutError):
             raise EngineFailure("timeout", f"{self.name}: upstream stream timed out") from None
         except aiohttp.ClientError as e:
@@ -185,6 +194,28 @@ def _piece_from_chunk(name: str, data: str) -> StreamPiece:
                            usage.get("prompt_tokens"), usage.get("completion_tokens"), _reasoning(delta))
     except (ValueError, AttributeError, IndexError, TypeError):
         raise EngineFailure("error", f"{name}: upstream sent a malformed stream chunk: {data[:120]}") from None
+
+
+class _ContentReasoning:
+    """Moves a leading ``<think>`` block in streamed content (a server without its reasoning parser) to reasoning deltas."""
+
+    def __init__(self) -> None:
+        self._split = ReasoningStream(opened=False)
+
+    def pieces(self, piece: StreamPiece) -> list[StreamPiece]:
+        ends = piece.finish_reason is not None or piece.prompt_tokens is not None
+        parts = self._split.feed(piece.content) if piece.content else []
+        parts += self._split.flush() if ends else []
+        if not parts and piece.content is None:
+            return [piece]
+        out = [StreamPiece(content=t) if kind == "content" else StreamPiece(reasoning=t) for kind, t in parts]
+        rest = dataclasses.replace(piece, content=None)
+        if rest != StreamPiece():
+            out.append(rest)
+        return out
+
+    def end(self) -> list[StreamPiece]:
+        return [StreamPiece(content=t) if kind == "content" else StreamPiece(reasoning=t) for kind, t in self._split.flush()]
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.upstream import Reply, completion
+from tests.fakes.upstream import Reply, completion, sse_events
 from tests.gateway.conftest import KEY, Rig
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -197,3 +197,24 @@ def test_an_upstreams_reasoning_is_relayed_apart_and_not_validated(rig_factory: 
                   if line.startswith("data: {") and '"choices":[{' in line.replace(" ", "")]
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "Thinking."
     assert "".join(d.get("content", "") or "" for d in deltas) == "Hi"
+
+
+def test_a_think_block_in_an_upstreams_content_is_moved_to_reasoning(rig_factory: Any) -> None:
+    # a server run without its reasoning parser writes <think> into content: validated, the answer
+    # alone is JSON, as `quantgate check` would grade it
+    rig = rig_factory(routes=[{"name": "assistant", "model": "assistant",
+                               "validate": {"assert": [{"type": "is-json"}]}}])
+    rig.replies["int4"] = lambda body: Reply(body=completion('<think>JSON, then.</think>\n\n{"a": 1}'))
+    r = _post(rig, {"model": "assistant", "messages": USER})
+    message = r.json()["choices"][0]["message"]
+    assert r.headers["x-quantgate-variant"] == "int4"
+    assert message["content"] == '{"a": 1}' and message["reasoning_content"] == "JSON, then."
+
+    plain = rig_factory()
+    plain.replies["int4"] = lambda body: Reply(events=sse_events(["<thi", "nk>Hm", "m.</th", "ink>", "\n\nHi", " there"]))
+    with httpx.stream("POST", plain.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": "assistant", "messages": USER, "stream": True}) as s:
+        deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in s.iter_lines()
+                  if line.startswith("data: {") and '"choices":[{' in line.replace(" ", "")]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "Hmm."
+    assert "".join(d.get("content", "") or "" for d in deltas) == "Hi there"
