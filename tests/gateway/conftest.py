@@ -38,6 +38,19 @@ class Rig:
         return value or 0.0
 
 
+def stream_deltas(url: str, body: dict[str, Any], key: str | None = None) -> list[dict[str, Any]]:
+    """POST ``body`` with ``stream: true`` to ``url``'s chat completions; the ``delta`` of every chunk with a choice."""
+    import json
+
+    import httpx
+
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    with httpx.stream("POST", url + "/v1/chat/completions", headers=headers, timeout=60,
+                      json={**body, "stream": True}) as s:
+        chunks = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    return [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+
+
 def base_config(urls: dict[str, str], tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "variants": [{"name": n, "engine": "upstream", "url": u, "model": "fake", "read_timeout_s": 2.0,

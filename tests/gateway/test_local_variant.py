@@ -17,6 +17,7 @@ from quantgate.gateway.app import create_app
 from quantgate.models import load_model
 from quantgate.gateway.server import build_engines
 from quantgate.gateway.server import serving as running
+from tests.gateway.conftest import stream_deltas
 
 REFERENCE = Path(__file__).parents[2] / "quantgate" / "reference" / "weights"
 
@@ -246,9 +247,7 @@ def test_a_local_thinking_models_reasoning_is_not_its_answer(reasoning_model_dir
     ask = {"model": "tiny", "max_tokens": 6, "messages": [{"role": "user", "content": "hi"}]}
     with running(app) as url:
         whole = httpx.post(url + "/v1/chat/completions", timeout=60, json=ask)
-        with httpx.stream("POST", url + "/v1/chat/completions", timeout=60, json={**ask, "stream": True}) as s:
-            deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in s.iter_lines()
-                      if line.startswith("data: {") and '"choices":[{' in line.replace(" ", "")]
+        deltas = stream_deltas(url, ask)
     message = whole.json()["choices"][0]["message"]
     assert message["reasoning_content"] and message["content"] == ""
     assert "".join(d.get("reasoning_content", "") for d in deltas).strip() == message["reasoning_content"]

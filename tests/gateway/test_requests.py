@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import Reply, completion, sse_events
-from tests.gateway.conftest import KEY, Rig
+from tests.gateway.conftest import KEY, Rig, stream_deltas
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -191,10 +191,7 @@ def test_an_upstreams_reasoning_is_relayed_apart_and_not_validated(rig_factory: 
               chunk({"reasoning_content": "ing."}), chunk({"content": "Hi"}), chunk({}, "stop"), "[DONE]"]
     plain = rig_factory()
     plain.replies["int4"] = lambda body: Reply(events=events)
-    with httpx.stream("POST", plain.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
-                      json={"model": "assistant", "messages": USER, "stream": True}) as s:
-        deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in s.iter_lines()
-                  if line.startswith("data: {") and '"choices":[{' in line.replace(" ", "")]
+    deltas = stream_deltas(plain.url, {"model": "assistant", "messages": USER}, KEY)
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "Thinking."
     assert "".join(d.get("content", "") or "" for d in deltas) == "Hi"
 
@@ -212,9 +209,6 @@ def test_a_think_block_in_an_upstreams_content_is_moved_to_reasoning(rig_factory
 
     plain = rig_factory()
     plain.replies["int4"] = lambda body: Reply(events=sse_events(["<thi", "nk>Hm", "m.</th", "ink>", "\n\nHi", " there"]))
-    with httpx.stream("POST", plain.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
-                      json={"model": "assistant", "messages": USER, "stream": True}) as s:
-        deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in s.iter_lines()
-                  if line.startswith("data: {") and '"choices":[{' in line.replace(" ", "")]
+    deltas = stream_deltas(plain.url, {"model": "assistant", "messages": USER}, KEY)
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "Hmm."
     assert "".join(d.get("content", "") or "" for d in deltas) == "Hi there"
