@@ -186,7 +186,7 @@ def test_a_variant_keeps_named_chat_templates(tiny_model_dir: Path, tmp_path: Pa
     assert render_chat(loaded.tokenizer, [{"role": "user", "content": "hi"}], tool, loaded.chat_template) == "T:hi"
 
 
-@pytest.mark.parametrize("scheme", ["int8wo", "int8dq"])
+@pytest.mark.parametrize("scheme", ["int8wo", "int8dq", "int2wo-g32"])
 def test_a_bf16_checkpoint_is_widened_layer_by_layer_with_the_same_result(tiny_model_dir: Path, tmp_path: Path,
                                                                          scheme: str) -> None:
     from transformers import AutoModelForCausalLM
