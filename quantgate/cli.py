@@ -97,10 +97,10 @@ def quantize(
     snr = "" if manifest.probe_snr_db is None else f"; probe logits SNR {manifest.probe_snr_db:.1f} dB"
     console.print(f"wrote {out} ({manifest.scheme_name}; {layers}; "
                   f"{manifest.weight_bytes['total'] / 1e6:.2f} MB; {manifest.quantize_seconds:.1f}s{snr})")
+    from quantgate.quantize.compat import float_warning, linearized_summary
+
     if manifest.linearized:
-        kinds = sorted(set(manifest.linearized.values()))
-        console.print(f"{len(manifest.linearized)} {'/'.join(kinds)} module(s) stored as nn.Linear to be quantized")
-    from quantgate.quantize.compat import float_warning
+        console.print(f"{linearized_summary(manifest.linearized)} stored as nn.Linear to be quantized")
 
     warning = float_warning(manifest.unquantized)
     if warning:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from quantgate.errors import ModelLoadError
 from quantgate.models.loading import check_model_dir, find_weight_files
+from quantgate.quantize.compat import linearized_summary
 from quantgate.quantize.manifest import MANIFEST_NAME, read_manifest
 
 __all__ = ["describe", "render"]
@@ -86,8 +87,7 @@ def render(info: dict[str, Any], console: Console) -> None:
     if info.get("probe_snr_db") is not None:
         console.print(f"  probe logits SNR against float: {info['probe_snr_db']:.1f} dB")
     if info.get("linearized"):
-        console.print(f"  stored as nn.Linear: {len(info['linearized'])} "
-                      f"{'/'.join(sorted(set(info['linearized'].values())))} module(s)")
+        console.print(f"  stored as nn.Linear: {linearized_summary(info['linearized'])}")
     for name, group in info.get("unquantized", {}).get("tensors", {}).items():
         console.print(f"  float outside linear layers: {name}, {group['bytes'] / 1e6:.2f} MB ({group['reason']})")
     if info.get("overrides"):

@@ -208,14 +208,18 @@ class _ContentReasoning:
         parts += self._split.flush() if ends else []
         if not parts and piece.content is None:
             return [piece]
-        out = [StreamPiece(content=t) if kind == "content" else StreamPiece(reasoning=t) for kind, t in parts]
+        out = _as_pieces(parts)
         rest = dataclasses.replace(piece, content=None)
         if rest != StreamPiece():
             out.append(rest)
         return out
 
     def end(self) -> list[StreamPiece]:
-        return [StreamPiece(content=t) if kind == "content" else StreamPiece(reasoning=t) for kind, t in self._split.flush()]
+        return _as_pieces(self._split.flush())
+
+
+def _as_pieces(parts: list[tuple[str, str]]) -> list[StreamPiece]:
+    return [StreamPiece(content=t) if kind == "content" else StreamPiece(reasoning=t) for kind, t in parts]
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:

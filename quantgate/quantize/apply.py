@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quantgate.errors import QuantgateError
+from quantgate.models.loading import resolve_dtype
 from quantgate.quantize.compat import custom_forward, linearize, unquantized_weights
 from quantgate.quantize.schemes import Scheme, get_scheme
 
@@ -128,24 +129,22 @@ def quantize_model(
     untied = _untie_quantized_head(model, plans)
     unquantized = unquantized_weights(model, {p.name for p in plans})
     start = time.perf_counter()
-    target = _dtype(compute_dtype) if compute_dtype else None
-    if target is not None and any(p.dtype != target for p in model.parameters() if p.is_floating_point()):
-        for plan in plans:  # one layer at a time: widen it, quantize it, and the wide copy is gone
-            if plan.scheme != "none":
-                model.get_submodule(plan.name).to(target)
-                quantize_(model, get_scheme(plan.scheme).torchao_config(device),
-                          filter_fn=lambda _m, fqn, name=plan.name: fqn == name, device=device)
+    target = resolve_dtype(compute_dtype) if compute_dtype else None
+    widen = target is not None and any(p.dtype != target for p in model.parameters() if p.is_floating_point())
+    quantized = [p for p in plans if p.scheme != "none"]
+    # Widening: one layer per call (widen it, quantize it, and the wide copy is gone); else one call per scheme.
+    batches: dict[tuple[str, str], set[str]] = {}
+    for plan in quantized:
+        batches.setdefault((plan.scheme, plan.name if widen else ""), set()).add(plan.name)
+    for (name, _), fqns in batches.items():
+        for fqn in fqns if widen else ():
+            model.get_submodule(fqn).to(target)
+        quantize_(model, get_scheme(name).torchao_config(device),
+                  filter_fn=lambda _m, fqn, fqns=fqns: fqn in fqns, device=device)
+    if widen:
         _widen_the_rest(model, target)
         if hasattr(model, "config"):
             model.config.dtype = target  # the saved config.json says what the variant computes in
-    else:
-        by_scheme: dict[str, set[str]] = {}
-        for plan in plans:
-            if plan.scheme != "none":
-                by_scheme.setdefault(plan.scheme, set()).add(plan.name)
-        for name, fqns in by_scheme.items():
-            config = get_scheme(name).torchao_config(device)
-            quantize_(model, config, filter_fn=lambda _m, fqn, fqns=fqns: fqn in fqns, device=device)
     seconds = time.perf_counter() - start
     modules = dict(model.named_modules())
     classes = {p.name: type(modules[p.name].weight).__name__ for p in plans}
@@ -163,12 +162,6 @@ def quantize_model(
         snr = None if noise == 0 else round(10 * math.log10(float(reference.pow(2).sum()) / noise), 2)
     return QuantizeResult(layers=plans, seconds=seconds, tensor_classes=classes, linearized=linearized,
                           unquantized=unquantized, probe_snr_db=snr)
-
-
-def _dtype(name: str) -> Any:
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def _widen_the_rest(model: Any, target: Any) -> None:

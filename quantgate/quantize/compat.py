@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["custom_forward", "float_warning", "linearize", "unquantized_weights"]
+__all__ = ["custom_forward", "float_warning", "linearize", "linearized_summary", "unquantized_weights"]
 
 # nn.Linear subclasses whose forward is exactly nn.Linear's, written another way.
 _EQUIVALENT_SUBCLASSES = ("FalconLinear",)
@@ -77,6 +77,11 @@ def linearize(model: Any, only: dict[str, str] | None = None) -> dict[str, str]:
     if missing:
         raise ValueError(f"no linear-equivalent module named {', '.join(missing)} in this model")
     return swapped
+
+
+def linearized_summary(linearized: dict[str, str]) -> str:
+    """``8 Conv1D module(s)``: what ``linearize`` replaced, for people."""
+    return f"{len(linearized)} {'/'.join(sorted(set(linearized.values())))} module(s)"
 
 
 def custom_forward(module: Any) -> str | None:

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from quantgate.errors import ManifestError, ModelLoadError, QuantgateError
-from quantgate.models.loading import LoadedModel, check_model_dir, load_model, load_tokenizer, resolve_dtype
+from quantgate.models.loading import (DTYPES, LoadedModel, check_model_dir, load_model, load_tokenizer, resolve_dtype,
+                                      short_dtype)
 from quantgate.quantize.apply import QuantizeResult, quantize_model
 from quantgate.quantize.compat import linearize
 from quantgate.quantize.manifest import MANIFEST_NAME, Manifest, hash_model_dir, read_manifest
@@ -212,7 +213,7 @@ def _checkpoint_dtype(model_dir: Path) -> str | None:
     except (OSError, ValueError):
         return None  # load_model reports a bad config with its own message
     stored = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(stored) if isinstance(stored, str) else None
+    return short_dtype(stored) if isinstance(stored, str) and stored.lower() in DTYPES else None
 
 
 def load_variant(path: str | os.PathLike[str], device: str = "cpu") -> LoadedModel:

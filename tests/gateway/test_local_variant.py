@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -197,13 +198,17 @@ def test_a_request_that_goes_away_stops_decoding(tiny_model_dir: Path) -> None:
     assert steps < 200, steps  # stopped long before the 400 tokens it was asked for
 
 
-def test_a_chat_template_that_refuses_the_messages_is_a_400(system_refusing_model_dir: Path) -> None:
+def _local_app(variants: dict[str, Path], **route: Any) -> Any:
+    """A gateway over local variants (ladder in the given order), one route ``tiny`` with ``route``'s settings."""
     config = parse_config({
-        "server": {"require_auth": False},
-        "variants": [{"name": "fp32", "engine": "local", "path": str(system_refusing_model_dir)}],
-        "ladder": ["fp32"], "routes": [{"name": "r", "model": "tiny"}], "events": {"path": None}})
-    app = create_app(config, build_engines(config))
-    with running(app) as url:
+        "server": {"require_auth": False}, "events": {"path": None}, "ladder": list(variants),
+        "variants": [{"name": n, "engine": "local", "path": str(p)} for n, p in variants.items()],
+        "routes": [{"name": "r", "model": "tiny", **route}]})
+    return create_app(config, build_engines(config))
+
+
+def test_a_chat_template_that_refuses_the_messages_is_a_400(system_refusing_model_dir: Path) -> None:
+    with running(_local_app({"fp32": system_refusing_model_dir})) as url:
         refused = [httpx.post(url + "/v1/chat/completions", timeout=60, json={
             "model": "tiny", "max_tokens": 4, "stream": stream,
             "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
@@ -221,13 +226,8 @@ def test_a_later_rung_whose_template_refuses_is_that_variants_failure(tiny_model
                                                                       system_refusing_model_dir: Path) -> None:
     # the first rung accepts the system turn (and its answer fails the route's check); the rung it
     # escalates to refuses it: a failure of that variant, named, not a crash
-    config = parse_config({
-        "server": {"require_auth": False},
-        "variants": [{"name": "a", "engine": "local", "path": str(tiny_model_dir)},
-                     {"name": "b", "engine": "local", "path": str(system_refusing_model_dir)}],
-        "ladder": ["a", "b"], "events": {"path": None},
-        "routes": [{"name": "r", "model": "tiny", "validate": {"assert": [{"type": "contains", "value": "zzzz"}]}}]})
-    app = create_app(config, build_engines(config))
+    app = _local_app({"a": tiny_model_dir, "b": system_refusing_model_dir},
+                     validate={"assert": [{"type": "contains", "value": "zzzz"}]})
     with running(app) as url:
         r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
             "model": "tiny", "max_tokens": 4,
@@ -239,13 +239,8 @@ def test_a_later_rung_whose_template_refuses_is_that_variants_failure(tiny_model
 
 def test_a_local_thinking_models_reasoning_is_not_its_answer(reasoning_model_dir: Path) -> None:
     # the template opens <think>; the random model never closes it, so all it writes is reasoning
-    config = parse_config({
-        "server": {"require_auth": False},
-        "variants": [{"name": "fp32", "engine": "local", "path": str(reasoning_model_dir)}],
-        "ladder": ["fp32"], "routes": [{"name": "r", "model": "tiny"}], "events": {"path": None}})
-    app = create_app(config, build_engines(config))
     ask = {"model": "tiny", "max_tokens": 6, "messages": [{"role": "user", "content": "hi"}]}
-    with running(app) as url:
+    with running(_local_app({"fp32": reasoning_model_dir})) as url:
         whole = httpx.post(url + "/v1/chat/completions", timeout=60, json=ask)
         deltas = stream_deltas(url, ask)
     message = whole.json()["choices"][0]["message"]
