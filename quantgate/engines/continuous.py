@@ -64,6 +64,7 @@ class RunningBatch:
             raise ValueError("continuous batching runs in eager mode; the compiled path keeps fixed batch shapes")
         self.engine = engine
         self.capacity = capacity
+        self._own_mask = kvcache.full_attention_only(engine.model.config)
         self._reset()
 
     def _reset(self) -> None:
@@ -151,7 +152,10 @@ class RunningBatch:
         self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=1)
         self._last = self._last + 1
         with torch.inference_mode():
-            out = self.engine.model(input_ids=tokens, attention_mask=self._mask, position_ids=self._last,
+            mask = self._mask
+            if self._own_mask:  # keys are in the activations' dtype, which the mask must match
+                mask = kvcache.additive_mask(mask, self._cache.layers[0].keys.dtype)
+            out = self.engine.model(input_ids=tokens, attention_mask=mask, position_ids=self._last,
                                     cache=self._cache, use_cache=True)
         rows = [self._rows[s] for s in live]
         logits = out.logits[:, -1, :] if len(live) == len(self._rows) else out.logits[live, -1, :]

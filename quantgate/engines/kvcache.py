@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-__all__ = ["GrowableLayer", "append", "left_padded", "new_cache", "place", "select", "trim", "widen"]
+__all__ = ["GrowableLayer", "additive_mask", "append", "full_attention_only", "left_padded", "new_cache", "place",
+           "select", "trim", "widen"]
 
 _MIN_CAPACITY = 64
 
@@ -45,6 +46,32 @@ def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device | st
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def full_attention_only(config: object) -> bool:
+    """Whether every layer of the model attends to the whole context (no sliding or chunked layers).
+
+    Only such a model can take ``additive_mask``: transformers builds a sliding-window layer's
+    mask itself, from the 2D mask, and a prepared 4D mask would replace it.
+    """
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return all(t == "full_attention" for t in layer_types)
+    return getattr(config, "sliding_window", None) is None
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """The ``[rows, 1, 1, width]`` additive mask of a one-token decode step; None when nothing is padded.
+
+    Transformers would build a boolean 4D mask from the 2D one on every step, which costs more
+    than the step's attention at 16 rows (the CPU flash kernel also runs slower on a boolean mask
+    than on an additive one). A masked column's score is ``finfo.min`` below the others, so its
+    weight is exactly zero, as with the boolean mask: outputs are bit-identical.
+    """
+    if bool(mask.all()):
+        return None
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return out.masked_fill_(mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+
+
 class GrowableLayer(DynamicLayer):
     """One layer's keys and values ``[rows, heads, capacity, head_dim]``; ``keys``/``values`` view the used part."""
 
@@ -65,7 +92,8 @@ class GrowableLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         start, end = self.length, self.length + key_states.shape[-2]
         if end > self._k.shape[-2]:
-            capacity = max(end, 2 * self._k.shape[-2], _MIN_CAPACITY)
+            # The first write is a prefill: leave room for decode steps, or the first step copies it all.
+            capacity = max(end + _MIN_CAPACITY, 2 * self._k.shape[-2])
             self._hold(_widen(self.keys, capacity, 0), _widen(self.values, capacity, 0), start)
         self._k[:, :, start:end] = key_states
         self._v[:, :, start:end] = value_states

@@ -105,7 +105,7 @@ def test_growable_layer_matches_concatenation() -> None:
     torch.manual_seed(0)
     layer = kvcache.GrowableLayer()
     keys, values = [], []
-    for n in (5, 1, 70, 1, 1):  # crosses the initial capacity and one doubling
+    for n in (5, 1, 70, 1, 1):  # fills the prefill's spare room, then grows
         k, v = torch.randn(2, 3, n, 4), torch.randn(2, 3, n, 4)
         keys.append(k)
         values.append(v)
@@ -114,3 +114,42 @@ def test_growable_layer_matches_concatenation() -> None:
     assert layer.get_seq_length() == 78
     layer.batch_select_indices(torch.tensor([1]))
     assert torch.equal(layer.keys, torch.cat(keys, dim=2)[1:])
+
+
+def test_decode_steps_after_a_prefill_write_in_place() -> None:
+    # the prefill's buffer has room for the next steps: copying it all on the first step cost
+    # more than the step's attention at 16 rows
+    layer = kvcache.GrowableLayer()
+    layer.update(torch.randn(2, 3, 300, 4), torch.randn(2, 3, 300, 4))
+    buffer = layer._k.data_ptr()
+    for _ in range(48):
+        layer.update(torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4))
+    assert layer._k.data_ptr() == buffer and layer.get_seq_length() == 348
+
+
+def test_additive_mask_weighs_like_the_boolean_one() -> None:
+    torch.manual_seed(0)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    assert kvcache.additive_mask(mask, torch.float32) is None  # nothing padded: no mask at all
+    mask[0, :4] = 0
+    mask[2, :1] = 0
+    for dtype in (torch.float32, torch.bfloat16):
+        additive = kvcache.additive_mask(mask, dtype)
+        assert additive is not None and additive.shape == (3, 1, 1, 7) and additive.dtype == dtype
+        q = torch.randn(3, 2, 1, 8, dtype=dtype)
+        k, v = torch.randn(3, 2, 7, 8, dtype=dtype), torch.randn(3, 2, 7, 8, dtype=dtype)
+        boolean = mask.bool()[:, None, None, :]
+        got = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=additive)
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=boolean)
+        assert torch.allclose(got, want, atol=0, rtol=1e-6 if dtype == torch.float32 else 1e-2)
+
+
+def test_only_full_attention_models_take_the_prepared_mask() -> None:
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    assert kvcache.full_attention_only(LlamaConfig())
+    assert not kvcache.full_attention_only(MistralConfig(sliding_window=64))
+    assert kvcache.full_attention_only(MistralConfig(sliding_window=None))
+    assert kvcache.full_attention_only(Qwen2Config(use_sliding_window=False))
+    assert not kvcache.full_attention_only(Qwen2Config(use_sliding_window=True, sliding_window=64, max_window_layers=1,
+                                                       num_hidden_layers=2))

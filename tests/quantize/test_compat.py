@@ -68,8 +68,19 @@ def test_every_linear_weight_is_quantized_and_the_variant_round_trips(arch_dir: 
     prompts = ["<|user|>hello there<|end|><|assistant|>", "<|user|>x<|end|><|assistant|>",
                "<|user|>a longer prompt, with more words in it<|end|><|assistant|>"]
     requests = [GenerationRequest(p, SamplingParams(max_tokens=10)) for p in prompts]
-    batched = [g.token_ids for g in engine.generate(requests)]
-    assert batched == [engine.generate([r])[0].token_ids for r in requests]
+    batched = engine.generate(requests)
+    alone = [engine.generate([r])[0] for r in requests]
+    if arch != "mixtral":
+        assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+        return
+    # bf16 grouped expert matmuls gather the tokens of every row, so a batch moves the last bits
+    # (seen on an AMX host: up to 0.004 on a log-probability), and a row may flip where two tokens
+    # were near-tied (this random model's are all within ~0.2 of each other)
+    for b, a in zip(batched, alone):
+        same = next((i for i, (x, y) in enumerate(zip(b.token_ids, a.token_ids)) if x != y), len(a.token_ids))
+        torch.testing.assert_close(b.logprobs[:same], a.logprobs[:same], rtol=0, atol=2e-2)
+        if same < len(a.token_ids):
+            assert abs(b.logprobs[same] - a.logprobs[same]) < 2e-2
 
 
 def test_fused_experts_are_reported_as_float(arch_dir: tuple[str, Path], tmp_path: Path) -> None:
