@@ -7,8 +7,11 @@ apart, as the message's ``reasoning_content``; raw model text has it inline. Che
 answer: JSON validity, refusals, citations and tool calls are properties of what the user is
 shown, and a thought that says "I can't" is not a refusal.
 
-Trade-offs: only the ``<think>`` tag pair is recognised (the convention of the open reasoning
-models served today; a model with other markers needs its server's parser), and without the
+gpt-oss writes harmony channels instead (``<|channel|>analysis<|message|>...``): text that opens
+that way is split by ``harmony`` (reasoning, answer, and tool calls as ``<tool_call>`` blocks).
+
+Trade-offs: only ``<think>`` tags and harmony channels are recognised (the conventions of the
+open reasoning models served today; a model with other markers needs its server's parser), and without the
 prompt a leading ``</think>`` with no opening tag is taken as the end of a block the prompt opened,
 so a non-reasoning answer that begins by quoting ``</think>`` would be misread. Where the prompt is
 known (the local engine), ``opened`` says whether it left a block open. ``ReasoningStream`` does
@@ -16,6 +19,8 @@ the same split on text that arrives in pieces, holding back only what may be the
 """
 
 from __future__ import annotations
+
+from quantgate.checks.harmony import HarmonyStream, is_harmony, split_harmony
 
 __all__ = ["CLOSE", "OPEN", "ReasoningStream", "prompt_opens_reasoning", "split_reasoning"]
 
@@ -34,6 +39,8 @@ def split_reasoning(text: str, opened: bool | None = None) -> tuple[str | None, 
     ``</think>`` before any ``<think>`` is taken as that block's end). An output that stopped while
     still thinking has an empty answer.
     """
+    if not opened and is_harmony(text):
+        return split_harmony(text)
     end = text.find(CLOSE)
     start = text.find(OPEN)
     if opened or (opened is None and end >= 0 and (start < 0 or start > end)):
@@ -57,8 +64,11 @@ class ReasoningStream:
     def __init__(self, opened: bool):
         self._state = "reasoning" if opened else "start"
         self._buf = ""
+        self._harmony: HarmonyStream | None = None  # set once the text opens as gpt-oss's channels
 
     def feed(self, text: str) -> list[tuple[str, str]]:
+        if self._harmony is not None:
+            return self._harmony.feed(text)
         self._buf += text
         out: list[tuple[str, str]] = []
         while True:
@@ -67,7 +77,10 @@ class ReasoningStream:
                 if lead.startswith(OPEN):
                     self._state, self._buf = "reasoning", lead[len(OPEN):]
                     continue
-                if OPEN.startswith(lead):  # maybe the tag's first characters: wait for more
+                if lead.startswith(_HARMONY_OPENERS):
+                    self._harmony, self._buf = HarmonyStream(), ""
+                    return self._harmony.feed(lead)
+                if any(tag.startswith(lead) for tag in (OPEN, *_HARMONY_OPENERS)):  # maybe a tag's start: wait
                     return out
                 self._state = "content"
             if self._state == "reasoning":
@@ -93,6 +106,8 @@ class ReasoningStream:
 
     def flush(self) -> list[tuple[str, str]]:
         """What is still held when the text ends."""
+        if self._harmony is not None:
+            return self._harmony.flush()
         held, self._buf = self._buf, ""
         if not held:
             return []
@@ -101,6 +116,9 @@ class ReasoningStream:
         if self._state == "start" and held.lstrip() == OPEN:
             return []  # an opening tag and nothing after it: empty reasoning, no answer
         return [("content", held)] if self._state in ("start", "content") else []
+
+
+_HARMONY_OPENERS = ("<|channel|>", "<|start|>assistant")
 
 
 def _partial_suffix(text: str, tag: str) -> int:

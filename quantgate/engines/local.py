@@ -35,7 +35,7 @@ import torch
 
 from quantgate.engines import kvcache
 from quantgate.engines.continuous import RunningBatch
-from quantgate.engines.sampling import StopMatcher, sample_next
+from quantgate.engines.sampling import StopMatcher, sample_next, writes_harmony
 from quantgate.engines.types import (
     Generation,
     GenerationRequest,
@@ -114,6 +114,8 @@ class LocalEngine:
         self.max_context = int(getattr(config, "max_position_embeddings", 2048))
         self.pad_id = self._pad_id()
         self.eos_ids = self._eos_ids()
+        # gpt-oss: decoded text keeps the harmony markers, so its channels can be told apart.
+        self.keeps_markers = writes_harmony(self.tokenizer)
         self._compiled_step: Any = None
 
     # -- set-up -----------------------------------------------------------------------------
@@ -268,7 +270,7 @@ class LocalEngine:
         if not params.greedy:
             generator = torch.Generator(device="cpu")
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        return _Row(request, ids, StopMatcher(self.tokenizer, params.stop), generator, [])
+        return _Row(request, ids, StopMatcher(self.tokenizer, params.stop, self.keeps_markers), generator, [])
 
     def _advance(self, row: _Row, token: int, now: float) -> str:
         if token in self.eos_ids:

@@ -13,7 +13,7 @@ import torch
 
 from quantgate.engines.types import SamplingParams
 
-__all__ = ["StopMatcher", "sample_next"]
+__all__ = ["StopMatcher", "sample_next", "writes_harmony"]
 
 
 def sample_next(
@@ -44,9 +44,10 @@ class StopMatcher:
     turn out to be the start of a stop sequence, and no half-decoded UTF-8 character.
     """
 
-    def __init__(self, tokenizer: Any, stop: tuple[str, ...]):
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...], keep_special: bool = False):
         self.tokenizer = tokenizer
         self.stop = stop
+        self.keep_special = keep_special
         self.holdback = max((len(s) for s in stop), default=1) - 1
         self.ids: list[int] = []
         self.text = ""
@@ -58,7 +59,7 @@ class StopMatcher:
         self._read = 0
 
     def _decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+        return str(self.tokenizer.decode(ids, skip_special_tokens=not self.keep_special))
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
@@ -95,3 +96,13 @@ class StopMatcher:
         piece = self.text[self.emitted :]
         self.emitted = len(self.text)
         return piece
+
+
+def writes_harmony(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` is gpt-oss's: its harmony markers (``<|channel|>``...) are special tokens.
+
+    Decoding must keep them there, or the analysis channel, the answer and a tool call's recipient
+    run together as ``analysis...assistantfinal...`` (``checks.harmony``).
+    """
+    token_id = tokenizer.convert_tokens_to_ids("<|channel|>")
+    return isinstance(token_id, int) and token_id != tokenizer.unk_token_id

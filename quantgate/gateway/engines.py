@@ -11,23 +11,19 @@ Local engines (``gateway.batcher``) run on one worker thread per variant with co
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import json
-import queue
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import aiohttp
 
+from quantgate.checks.harmony import is_harmony
 from quantgate.checks.reasoning import OPEN, ReasoningStream, split_reasoning
 from quantgate.checks.tool_parsing import parse_tool_calls_from_text
-from quantgate.engines.types import GenerationRequest, SamplingParams  # no torch import
-from quantgate.errors import QuantgateError
 from quantgate.gateway.protocol import ChatRequest
 
 __all__ = ["Completion", "EngineFailure", "GatewayEngine", "StreamPiece", "StreamTally", "UpstreamAsyncEngine",
@@ -140,10 +136,17 @@ class UpstreamAsyncEngine:
             choice = data["choices"][0]
             msg = choice["message"]
             usage = data.get("usage") or {}
-            content, reasoning = msg.get("content"), _reasoning(msg)
-            if reasoning is None and isinstance(content, str) and content.lstrip().startswith(OPEN):
-                reasoning, content = split_reasoning(content, opened=False)  # a server without its reasoning parser
-            return Completion(content, msg.get("tool_calls") or None, choice.get("finish_reason") or "stop",
+            content, reasoning, calls = msg.get("content"), _reasoning(msg), msg.get("tool_calls") or None
+            finish = choice.get("finish_reason") or "stop"
+            if reasoning is None and isinstance(content, str):  # a server without its reasoning parser
+                if is_harmony(content):  # gpt-oss: its function calls become tool_calls, as a local model's do
+                    reasoning, content = split_reasoning(content, opened=False)
+                    if calls is None:
+                        content, calls = split_tool_calls(content)
+                        finish = "tool_calls" if calls else finish
+                elif content.lstrip().startswith(OPEN):
+                    reasoning, content = split_reasoning(content, opened=False)
+            return Completion(content, calls, finish,
                               int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), elapsed, elapsed,
                               reasoning)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):

@@ -199,3 +199,27 @@ def test_greedy_matches_transformers_generate_on_other_architectures(arch: str, 
         ref = loaded.model.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=None,
                                     pad_token_id=loaded.tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
         assert got == ref[: len(got)] and got
+
+
+def test_gpt_oss_harmony_markers_survive_decoding(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # gpt-oss's channel markers are special tokens: skipped, "analysis" and "assistantfinal" run
+    # into the text and the channels can no longer be told apart
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from quantgate.engines.sampling import StopMatcher, writes_harmony
+
+    path = tmp_path / "harmony"
+    shutil.copytree(tiny_model_dir, path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert not writes_harmony(tok) and not LocalEngine(load_model(path)).keeps_markers
+    tok.add_special_tokens({"additional_special_tokens": ["<|channel|>", "<|message|>", "<|start|>"]})
+    tok.save_pretrained(path)
+    engine = LocalEngine(load_model(path))
+    assert engine.keeps_markers
+    text = "<|channel|>analysis<|message|>thinking<|end|><|start|>assistant<|channel|>final<|message|>hi"
+    ids = engine.tokenizer.encode(text, add_special_tokens=False)
+    kept, skipped = StopMatcher(engine.tokenizer, (), keep_special=True), StopMatcher(engine.tokenizer, ())
+    assert "".join(kept.push(i) for i in ids) + kept.flush() == text
+    assert "".join(skipped.push(i) for i in ids) + skipped.flush() == "analysisthinkingassistantfinalhi"

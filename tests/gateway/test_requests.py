@@ -212,3 +212,30 @@ def test_a_think_block_in_an_upstreams_content_is_moved_to_reasoning(rig_factory
     deltas = stream_deltas(plain.url, {"model": "assistant", "messages": USER}, KEY)
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "Hmm."
     assert "".join(d.get("content", "") or "" for d in deltas) == "Hi there"
+
+
+def test_raw_harmony_from_an_upstream_is_split_into_reasoning_answer_and_tool_calls(rig_factory: Any) -> None:
+    # gpt-oss behind a server without its harmony parser: channels inline in content. The analysis
+    # channel says "I can't" (not a refusal of the user), the function call becomes tool_calls and is
+    # validated against the request's schema, and streamed thoughts go out as reasoning deltas
+    thought = "<|channel|>analysis<|message|>I can't guess the weather; call the tool.<|end|>"
+    call = ('<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>'
+            '{"city": "Oslo"}<|call|>')
+    rig = rig_factory()
+    rig.replies["int4"] = lambda body: Reply(body=completion(thought + call))
+    r = _post(rig, {"model": "assistant", "messages": USER, "tools": [WEATHER]})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    assert choice["message"]["reasoning_content"] == "I can't guess the weather; call the tool."
+    [tool_call] = choice["message"]["tool_calls"]
+    assert tool_call["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert r.headers["x-quantgate-variant"] == "int4"  # the call validated: no escalation
+
+    final = "<|start|>assistant<|channel|>final<|message|>Sunny in Oslo.<|return|>"
+    text = thought + final
+    plain = rig_factory()
+    plain.replies["int4"] = lambda body: Reply(events=sse_events([text[i:i + 7] for i in range(0, len(text), 7)]))
+    deltas = stream_deltas(plain.url, {"model": "assistant", "messages": USER}, KEY)
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "I can't guess the weather; call the tool."
+    assert "".join(d.get("content", "") or "" for d in deltas) == "Sunny in Oslo."
