@@ -61,6 +61,9 @@ class TrainConfig:
     warmup: int = 60
     weight_decay: float = 0.05
     prompt_loss_weight: float = 0.3
+    # Loss weight of a cited source's number (the assistant digit after "["): one token per answer
+    # is all the loss says about which line a fact came from (docs/reference-model.md).
+    citation_digit_weight: float = 1.0
     compute_dtype: str = "bf16"  # or "fp32"; bf16 autocasts the matmuls, weights stay fp32 (module docstring)
     wire_prev_token_head: bool = True
     wire_induction_head: bool = False  # needs the previous-token head; see quantgate.reference.circuits
@@ -134,8 +137,20 @@ def _batches(encoded: list[tuple[list[int], int]], batch_tokens: int, rng: rando
     return batches
 
 
-def _collate(encoded: list[tuple[list[int], int]], idx: list[int], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """ids, attention mask, and per-token target role: 0 pad, 1 prompt, 2 assistant (incl. EOS)."""
+def citation_tokens(tok: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids of the tokens that end with ``[`` and of the digit tokens: a citation's number follows the first."""
+    vocab = tok.get_vocab()
+    brackets = [i for t, i in vocab.items() if t.endswith("[")]
+    digits = [i for t, i in vocab.items() if t.lstrip("Ġ").isdigit()]
+    return torch.tensor(sorted(brackets)), torch.tensor(sorted(digits))
+
+
+def _collate(encoded: list[tuple[list[int], int]], idx: list[int], pad_id: int,
+             cite: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+    """ids, attention mask, and per-token target role: 0 pad, 1 prompt, 2 assistant (incl. EOS).
+
+    With ``cite`` (``citation_tokens``), an assistant digit right after a ``[`` token is role 3.
+    """
     width = max(len(encoded[i][0]) for i in idx)
     ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
     role = torch.zeros((len(idx), width), dtype=torch.long)
@@ -146,6 +161,9 @@ def _collate(encoded: list[tuple[list[int], int]], idx: list[int], pad_id: int) 
         role[row, 1:plen] = 1  # the first token has no prediction to learn
         role[row, plen : len(seq)] = 2
         mask[row, : len(seq)] = 1
+    if cite is not None:
+        digit = torch.isin(ids[:, 1:], cite[1]) & torch.isin(ids[:, :-1], cite[0]) & (role[:, 1:] == 2)
+        role[:, 1:][digit] = 3
     return ids, mask, role
 
 
@@ -163,8 +181,9 @@ def _token_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _weighted_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, role: torch.Tensor,
-                   prompt_weight: float) -> tuple[torch.Tensor, float]:
-    """Training loss (assistant tokens weight 1, prompt tokens ``prompt_weight``) and the assistant-only loss.
+                   prompt_weight: float, digit_weight: float = 1.0) -> tuple[torch.Tensor, float]:
+    """Training loss (assistant tokens weight 1, citation digits ``digit_weight``, prompt tokens
+    ``prompt_weight``) and the assistant-only loss.
 
     Prompt tokens cost the same forward/backward as assistant tokens; a small weight on them turns
     that compute into signal (their entities repeat within the prompt, which is copy practice)
@@ -172,8 +191,11 @@ def _weighted_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, role: torc
     """
     ce = _token_ce(*_next_token_logits(model, ids, mask))
     r = role[:, 1:]
-    weights = (r == 2).float() + prompt_weight * (r == 1).float()
-    assistant = float((ce.detach() * (r == 2)).sum() / (r == 2).sum().clamp(min=1))
+    answer = r >= 2
+    weights = answer.float() + prompt_weight * (r == 1).float()
+    if digit_weight != 1.0:
+        weights = weights + (digit_weight - 1.0) * (r == 3).float()
+    assistant = float((ce.detach() * answer).sum() / answer.sum().clamp(min=1))
     return (ce * weights).sum() / weights.sum().clamp(min=1.0), assistant
 
 
@@ -191,7 +213,7 @@ def heldout_metrics(model: Any, encoded: list[tuple[list[int], int]], pad_id: in
         ids, mask, role = _collate(encoded, list(range(i, min(i + batch, len(encoded)))), pad_id)
         logits, target = _next_token_logits(model, ids, mask)
         ce, hit = _token_ce(logits, target), logits.argmax(-1) == target
-        sel = role[:, 1:] == 2
+        sel = role[:, 1:] >= 2
         loss_sum += float(ce[sel].sum())
         hits += int(hit[sel].sum())
         count += int(sel.sum())
@@ -249,16 +271,18 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
     rng = random.Random(cfg.seed)
     pad_id = bpe.token_to_id(PAD)
+    cite = citation_tokens(tok) if cfg.citation_digit_weight != 1.0 else None
     batches: list[list[int]] = []
     seen_tokens, t0, loss_avg, eval_s = 0, time.time(), 0.0, 0.0
     for step in range(cfg.steps):
         if not batches:  # a new pass over the data, reshuffled
             batches = _batches(encoded, cfg.batch_tokens, rng)
-        ids, mask, role = _collate(encoded, batches.pop(), pad_id)
+        ids, mask, role = _collate(encoded, batches.pop(), pad_id, cite)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         with autocast():
-            loss, assistant_loss = _weighted_loss(model, ids, mask, role, cfg.prompt_loss_weight)
+            loss, assistant_loss = _weighted_loss(model, ids, mask, role, cfg.prompt_loss_weight,
+                                                  cfg.citation_digit_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

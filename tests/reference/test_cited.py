@@ -35,3 +35,39 @@ def test_heldout_questions_use_phrasings_training_never_does() -> None:
     heldout = [cited_answer(rng, "heldout").prompt.lower() for _ in range(100)]
     assert not [p for p in train if _HELDOUT.search(p)]
     assert all(_HELDOUT.search(p) for p in heldout)
+
+
+def test_the_cited_number_is_the_token_the_digit_weight_falls_on() -> None:
+    # the trainer marks (role 3) the assistant digit right after "[": the source number, and only it
+    import torch
+    from transformers import AutoTokenizer
+
+    from quantgate.reference import WEIGHTS_DIR
+    from quantgate.reference.train import _collate, _weighted_loss, citation_tokens
+
+    tok = AutoTokenizer.from_pretrained(WEIGHTS_DIR)
+    prompt = tok.encode("Sources:\n[1] Velmo was founded in 1746.\n[2] Mount Tarel is 3222 meters tall.\n\n"
+                        "Question: How tall is Mount Tarel?", add_special_tokens=False)
+    answer = tok.encode("Mount Tarel is 3222 meters tall [2].<|im_end|>", add_special_tokens=False)
+    ids, mask, role = _collate([(prompt + answer, len(prompt))], [0], 3, citation_tokens(tok))
+    marked = [tok.decode([int(t)]) for t, r in zip(ids[0], role[0]) if r == 3]
+    assert marked == ["2"]
+    assert (role[0, : len(prompt)] < 2).all()  # the prompt's [1], [2] are not the answer's
+
+    (digit,) = (role[0, 1:] == 3).nonzero()[0].tolist()  # position `digit` predicts the digit
+
+    class WrongAtTheDigit(torch.nn.Module):  # uniform, except sure of a wrong token where the digit is due
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
+            logits = torch.zeros((*input_ids.shape, 8))
+            logits[0, digit, 0] = 20.0
+            return type("Out", (), {"logits": logits})()
+
+    ids = torch.ones_like(ids)  # every target is token 1: the digit's loss is ~20, the others log(8)
+    plain, _ = _weighted_loss(WrongAtTheDigit(), ids, mask, role, 0.3)
+    heavy, assistant = _weighted_loss(WrongAtTheDigit(), ids, mask, role, 0.3, digit_weight=10.0)
+    answer = int((role[0, 1:] >= 2).sum())
+    weight = answer + 0.3 * int((role[0, 1:] == 1).sum())
+    base = float(torch.log(torch.tensor(8.0)))
+    assert abs(float(plain) - (base * (weight - 1) + 20.0) / weight) < 1e-3
+    assert abs(float(heavy) - (base * (weight - 1) + 200.0) / (weight + 9)) < 1e-3
+    assert abs(assistant - (base * (answer - 1) + 20.0) / answer) < 1e-3  # the logged loss stays unweighted
