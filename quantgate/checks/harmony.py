@@ -92,11 +92,9 @@ def _next_end(text: str, start: int) -> tuple[int, int]:
 
 def _header(header: str) -> tuple[str, str | None]:
     """``(channel, recipient)`` of a header such as ``assistant<|channel|>commentary to=functions.f <|constrain|>json``."""
-    plain = _TOKEN_RE.sub(" ", header)
-    recipient = re.search(r"\bto=(\S+)", plain)
-    channel = header.split(_CHANNEL, 1)[1] if _CHANNEL in header else ""
-    channel = _TOKEN_RE.sub(" ", channel).split()
-    return (channel[0] if channel else ""), (recipient.group(1) if recipient else None)
+    recipient = re.search(r"\bto=(\S+)", _TOKEN_RE.sub(" ", header))
+    after = _TOKEN_RE.sub(" ", header.split(_CHANNEL, 1)[1]).split() if _CHANNEL in header else []
+    return (after[0] if after else ""), (recipient.group(1) if recipient else None)
 
 
 def _tool_call_block(name: str, arguments: str) -> str:
