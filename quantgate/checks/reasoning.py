@@ -66,6 +66,11 @@ class ReasoningStream:
         self._buf = ""
         self._harmony: HarmonyStream | None = None  # set once the text opens as gpt-oss's channels
 
+    @property
+    def harmony(self) -> bool:
+        """Whether the text opened as gpt-oss's harmony channels (content parts may then be whole tool calls)."""
+        return self._harmony is not None
+
     def feed(self, text: str) -> list[tuple[str, str]]:
         if self._harmony is not None:
             return self._harmony.feed(text)

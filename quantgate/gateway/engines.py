@@ -23,7 +23,7 @@ import aiohttp
 
 from quantgate.checks.harmony import is_harmony
 from quantgate.checks.reasoning import OPEN, ReasoningStream, split_reasoning
-from quantgate.checks.tool_parsing import parse_tool_calls_from_text
+from quantgate.checks.tool_parsing import TOOL_CALL_OPEN, parse_tool_calls_from_text
 from quantgate.gateway.protocol import ChatRequest
 
 __all__ = ["Completion", "EngineFailure", "GatewayEngine", "StreamPiece", "StreamTally", "UpstreamAsyncEngine",
@@ -200,29 +200,45 @@ def _piece_from_chunk(name: str, data: str) -> StreamPiece:
 
 
 class _ContentReasoning:
-    """Moves a leading ``<think>`` block in streamed content (a server without its reasoning parser) to reasoning deltas."""
+    """A server without its reasoning parser: a leading ``<think>`` block in streamed content goes out
+    as reasoning deltas, and so do gpt-oss's raw harmony channels, whose function calls (each sent
+    whole by ``HarmonyStream``) go out as ``tool_calls`` deltas with ``finish_reason`` ``tool_calls``."""
 
     def __init__(self) -> None:
         self._split = ReasoningStream(opened=False)
+        self._calls = 0
 
     def pieces(self, piece: StreamPiece) -> list[StreamPiece]:
         ends = piece.finish_reason is not None or piece.prompt_tokens is not None
         parts = self._split.feed(piece.content) if piece.content else []
         parts += self._split.flush() if ends else []
-        if not parts and piece.content is None:
+        out = self._as_pieces(parts)
+        if self._calls and piece.finish_reason is not None:
+            piece = dataclasses.replace(piece, finish_reason="tool_calls")
+        if not out and piece.content is None:
             return [piece]
-        out = _as_pieces(parts)
         rest = dataclasses.replace(piece, content=None)
         if rest != StreamPiece():
             out.append(rest)
         return out
 
     def end(self) -> list[StreamPiece]:
-        return _as_pieces(self._split.flush())
+        return self._as_pieces(self._split.flush())
 
-
-def _as_pieces(parts: list[tuple[str, str]]) -> list[StreamPiece]:
-    return [StreamPiece(content=t) if kind == "content" else StreamPiece(reasoning=t) for kind, t in parts]
+    def _as_pieces(self, parts: list[tuple[str, str]]) -> list[StreamPiece]:
+        out = []
+        for kind, text in parts:
+            if kind == "reasoning":
+                out.append(StreamPiece(reasoning=text))
+                continue
+            if self._split.harmony and text.lstrip().startswith(TOOL_CALL_OPEN):
+                _, calls = split_tool_calls(text.strip())
+                if calls:
+                    out.append(StreamPiece(tool_calls=[{"index": self._calls + i, **c} for i, c in enumerate(calls)]))
+                    self._calls += len(calls)
+                    continue
+            out.append(StreamPiece(content=text))
+        return out
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:

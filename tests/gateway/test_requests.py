@@ -239,3 +239,21 @@ def test_raw_harmony_from_an_upstream_is_split_into_reasoning_answer_and_tool_ca
     deltas = stream_deltas(plain.url, {"model": "assistant", "messages": USER}, KEY)
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "I can't guess the weather; call the tool."
     assert "".join(d.get("content", "") or "" for d in deltas) == "Sunny in Oslo."
+
+    # streamed through the official client, validated (buffered) and passed straight through: the
+    # call arrives as a tool_calls delta, whole
+    text = thought + call
+    pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
+    through = rig_factory(routes=[{"name": "assistant", "model": "assistant", "validate": {"tool_arguments": False}}])
+    for r in (rig, through):
+        r.replies["int4"] = lambda body: Reply(events=sse_events(pieces)) if body.get("stream") \
+            else Reply(body=completion(text))
+        client = openai.OpenAI(base_url=r.url + "/v1", api_key=KEY)
+        chunks = list(client.chat.completions.create(model="assistant", messages=USER, tools=[WEATHER], stream=True))
+        deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+        calls = [tc for d in deltas for tc in (d.tool_calls or [])]
+        assert [(tc.function.name, tc.function.arguments) for tc in calls] == [("get_weather", '{"city": "Oslo"}')]
+        assert not "".join(d.content or "" for d in deltas)
+        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] \
+            == ["tool_calls"]
+        assert r.upstreams["int4"].requests[-1]["body"].get("stream", False) is (r is through)
