@@ -25,18 +25,20 @@ from __future__ import annotations
 import json
 import re
 
-__all__ = ["HarmonyStream", "is_harmony", "split_harmony"]
+__all__ = ["OPENERS", "HarmonyStream", "is_harmony", "partial_suffix", "split_harmony"]
 
 _CHANNEL, _MESSAGE, _START = "<|channel|>", "<|message|>", "<|start|>"
 _ENDS = ("<|end|>", "<|return|>", "<|call|>")
 _TOKEN_RE = re.compile(r"<\|(?:start|end|message|channel|constrain|return|call)\|>")
+# How a completion opens: its prompt ended with <|start|>assistant (gpt-oss's template), or not.
+OPENERS = (_CHANNEL, _START + "assistant")
 _STRIPPED_RE = re.compile(r"\s*analysis(.*?)assistantfinal(.*)\Z", re.DOTALL)
 
 
 def is_harmony(text: str) -> bool:
     """Whether ``text`` opens like a gpt-oss completion (tokens kept or stripped)."""
     lead = text.lstrip()
-    return lead.startswith((_CHANNEL, _START + "assistant")) or (
+    return lead.startswith(OPENERS) or (
         lead.startswith("analysis") and "assistantfinal" in lead)
 
 
@@ -136,7 +138,7 @@ class HarmonyStream:
                 continue
             end, stop = _next_end(self._buf, 0)
             if end == len(self._buf):  # no end marker yet: send all but what may be the start of one
-                keep = max(_held(self._buf, token) for token in (*_ENDS, _START))
+                keep = max(partial_suffix(self._buf, token) for token in (*_ENDS, _START))
                 self._emit(self._buf[: len(self._buf) - keep], out)
                 self._buf = self._buf[len(self._buf) - keep:]
                 return out
@@ -187,8 +189,8 @@ class HarmonyStream:
         self._header, self._kind = "", ""
 
 
-def _held(text: str, token: str) -> int:
-    """Length of the longest end of ``text`` that is a proper start of ``token``."""
+def partial_suffix(text: str, token: str) -> int:
+    """Length of the longest end of ``text`` that is a proper start of ``token`` (held back in a stream)."""
     for n in range(min(len(token) - 1, len(text)), 0, -1):
         if text.endswith(token[:n]):
             return n

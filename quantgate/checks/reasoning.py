@@ -20,7 +20,8 @@ the same split on text that arrives in pieces, holding back only what may be the
 
 from __future__ import annotations
 
-from quantgate.checks.harmony import HarmonyStream, is_harmony, split_harmony
+from quantgate.checks.harmony import OPENERS as HARMONY_OPENERS
+from quantgate.checks.harmony import HarmonyStream, is_harmony, partial_suffix, split_harmony
 
 __all__ = ["CLOSE", "OPEN", "ReasoningStream", "prompt_opens_reasoning", "split_reasoning"]
 
@@ -82,16 +83,16 @@ class ReasoningStream:
                 if lead.startswith(OPEN):
                     self._state, self._buf = "reasoning", lead[len(OPEN):]
                     continue
-                if lead.startswith(_HARMONY_OPENERS):
+                if lead.startswith(HARMONY_OPENERS):
                     self._harmony, self._buf = HarmonyStream(), ""
                     return self._harmony.feed(lead)
-                if any(tag.startswith(lead) for tag in (OPEN, *_HARMONY_OPENERS)):  # maybe a tag's start: wait
+                if any(tag.startswith(lead) for tag in (OPEN, *HARMONY_OPENERS)):  # maybe a tag's start: wait
                     return out
                 self._state = "content"
             if self._state == "reasoning":
                 end = self._buf.find(CLOSE)
                 if end < 0:
-                    keep = _partial_suffix(self._buf, CLOSE)
+                    keep = partial_suffix(self._buf, CLOSE)
                     if len(self._buf) > keep:
                         out.append(("reasoning", self._buf[: len(self._buf) - keep]))
                         self._buf = self._buf[len(self._buf) - keep :]
@@ -122,13 +123,3 @@ class ReasoningStream:
             return []  # an opening tag and nothing after it: empty reasoning, no answer
         return [("content", held)] if self._state in ("start", "content") else []
 
-
-_HARMONY_OPENERS = ("<|channel|>", "<|start|>assistant")
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of ``text`` that is a proper start of ``tag``."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
