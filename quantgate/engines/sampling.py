@@ -104,5 +104,7 @@ def writes_harmony(tokenizer: Any) -> bool:
     Decoding must keep them there, or the analysis channel, the answer and a tool call's recipient
     run together as ``analysis...assistantfinal...`` (``checks.harmony``).
     """
+    # The marker is spelled out rather than imported from checks.harmony: that would load the whole
+    # checks package (jsonschema and all, ~50 ms) into every engine.
     token_id = tokenizer.convert_tokens_to_ids("<|channel|>")
     return isinstance(token_id, int) and token_id != tokenizer.unk_token_id

@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantgate.checks.reasoning import ReasoningStream, prompt_opens_reasoning, split_reasoning
+from quantgate.checks.reasoning import ReasoningStream, prompt_opens_reasoning
 from quantgate.engines.types import GenerationRequest, SamplingParams, TokenDelta  # no torch import
 from quantgate.errors import ChatTemplateError, QuantgateError
-from quantgate.gateway.engines import Completion, EngineFailure, StreamPiece, split_tool_calls
+from quantgate.gateway.engines import Completion, EngineFailure, StreamPiece, split_answer, split_tool_calls
 from quantgate.gateway.protocol import ChatRequest, NamedToolChoice
 
 __all__ = ["LocalBatchingEngine"]
@@ -107,8 +107,7 @@ class LocalBatchingEngine:
                    loop, future=loop.create_future())
         self._jobs.put(job)
         gen = await job.future  # type: ignore[misc]
-        reasoning, answer = split_reasoning(gen.text, prompt_opens_reasoning(job.prompt))
-        content, calls = split_tool_calls(answer)
+        reasoning, content, calls = split_answer(gen.text, prompt_opens_reasoning(job.prompt))
         return Completion(content, calls, "tool_calls" if calls else gen.finish_reason, gen.usage.prompt_tokens,
                           gen.usage.completion_tokens, gen.timings.total_s, gen.timings.ttft_s, reasoning)
 

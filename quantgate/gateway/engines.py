@@ -27,7 +27,7 @@ from quantgate.checks.tool_parsing import TOOL_CALL_OPEN, parse_tool_calls_from_
 from quantgate.gateway.protocol import ChatRequest
 
 __all__ = ["Completion", "EngineFailure", "GatewayEngine", "StreamPiece", "StreamTally", "UpstreamAsyncEngine",
-           "split_tool_calls"]
+           "split_answer", "split_tool_calls"]
 
 
 @dataclass
@@ -139,12 +139,10 @@ class UpstreamAsyncEngine:
             content, reasoning, calls = msg.get("content"), _reasoning(msg), msg.get("tool_calls") or None
             finish = choice.get("finish_reason") or "stop"
             if reasoning is None and isinstance(content, str):  # a server without its reasoning parser
-                if is_harmony(content):  # gpt-oss: its function calls become tool_calls, as a local model's do
-                    reasoning, content = split_reasoning(content, opened=False)
-                    if calls is None:
-                        content, calls = split_tool_calls(content)
-                        finish = "tool_calls" if calls else finish
-                elif content.lstrip().startswith(OPEN):
+                if is_harmony(content) and calls is None:  # gpt-oss: its function calls become tool_calls
+                    reasoning, content, calls = split_answer(content, opened=False)
+                    finish = "tool_calls" if calls else finish
+                elif is_harmony(content) or content.lstrip().startswith(OPEN):
                     reasoning, content = split_reasoning(content, opened=False)
             return Completion(content, calls, finish,
                               int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), elapsed, elapsed,
@@ -248,6 +246,16 @@ def _reasoning(message: dict[str, Any]) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ local
+def split_answer(text: str, opened: bool) -> tuple[str | None, str | None, list[dict[str, Any]] | None]:
+    """Raw model text -> (reasoning, content, OpenAI ``tool_calls``), as a server with both parsers answers.
+
+    ``opened``: the prompt left a ``<think>`` block open (``reasoning.prompt_opens_reasoning``).
+    """
+    reasoning, answer = split_reasoning(text, opened)
+    content, calls = split_tool_calls(answer)
+    return reasoning, content, calls
+
+
 def split_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
     """Hermes ``<tool_call>`` blocks in model text -> (content, OpenAI ``tool_calls``).
 

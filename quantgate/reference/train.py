@@ -192,9 +192,7 @@ def _weighted_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, role: torc
     ce = _token_ce(*_next_token_logits(model, ids, mask))
     r = role[:, 1:]
     answer = r >= 2
-    weights = answer.float() + prompt_weight * (r == 1).float()
-    if digit_weight != 1.0:
-        weights = weights + (digit_weight - 1.0) * (r == 3).float()
+    weights = answer.float() + prompt_weight * (r == 1).float() + (digit_weight - 1.0) * (r == 3).float()
     assistant = float((ce.detach() * answer).sum() / answer.sum().clamp(min=1))
     return (ce * weights).sum() / weights.sum().clamp(min=1.0), assistant
 
