@@ -25,13 +25,15 @@ from __future__ import annotations
 import json
 import re
 
-__all__ = ["OPENERS", "HarmonyStream", "is_harmony", "partial_suffix", "split_harmony"]
+__all__ = ["OPENERS", "STRIPPED_FINAL", "STRIPPED_OPEN", "HarmonyStream", "is_harmony", "partial_suffix", "split_harmony"]
 
 _CHANNEL, _MESSAGE, _START = "<|channel|>", "<|message|>", "<|start|>"
 _ENDS = ("<|end|>", "<|return|>", "<|call|>")
 _TOKEN_RE = re.compile(r"<\|(?:start|end|message|channel|constrain|return|call)\|>")
 # How a completion opens: its prompt ended with <|start|>assistant (gpt-oss's template), or not.
 OPENERS = (_CHANNEL, _START + "assistant")
+# What is left of the markers when a server decodes with skip_special_tokens.
+STRIPPED_OPEN, STRIPPED_FINAL = "analysis", "assistantfinal"
 _STRIPPED_RE = re.compile(r"\s*analysis(.*?)assistantfinal(.*)\Z", re.DOTALL)
 
 
@@ -39,7 +41,7 @@ def is_harmony(text: str) -> bool:
     """Whether ``text`` opens like a gpt-oss completion (tokens kept or stripped)."""
     lead = text.lstrip()
     return lead.startswith(OPENERS) or (
-        lead.startswith("analysis") and "assistantfinal" in lead)
+        lead.startswith(STRIPPED_OPEN) and STRIPPED_FINAL in lead[len(STRIPPED_OPEN):])
 
 
 def split_harmony(text: str) -> tuple[str | None, str]:
@@ -112,7 +114,7 @@ class HarmonyStream:
     ``<tool_call>`` block, so no consumer sees half a call. Joined, the content parts equal the
     answer ``split_harmony`` gives for the whole text when no body starts or ends with whitespace
     (the whole split strips bodies; a stream cannot know a body's end before it comes). Text whose
-    special tokens were stripped is not recognised here.
+    special tokens were stripped is ``ReasoningStream``'s to recognise (it has no channels to follow).
     """
 
     def __init__(self) -> None:

@@ -21,7 +21,7 @@ the same split on text that arrives in pieces, holding back only what may be the
 from __future__ import annotations
 
 from quantgate.checks.harmony import OPENERS as HARMONY_OPENERS
-from quantgate.checks.harmony import HarmonyStream, is_harmony, partial_suffix, split_harmony
+from quantgate.checks.harmony import STRIPPED_FINAL, STRIPPED_OPEN, HarmonyStream, is_harmony, partial_suffix, split_harmony
 
 __all__ = ["CLOSE", "OPEN", "ReasoningStream", "prompt_opens_reasoning", "split_reasoning"]
 
@@ -60,12 +60,19 @@ class ReasoningStream:
 
     ``kind`` is ``"reasoning"`` or ``"content"``. Joined, the content parts equal the answer that
     ``split_reasoning(whole, opened)`` gives; the reasoning parts are its reasoning unstripped.
+
+    gpt-oss text whose special tokens were stripped (``analysis...assistantfinal...``) cannot be told
+    from an answer that opens with the word "analysis" until ``assistantfinal`` comes, so such text
+    is held until then (the reasoning is sent in one part) or to the end (all of it is content): a
+    plain answer opening with lowercase "analysis" reaches the client late, not wrong. The stripped
+    answer's trailing whitespace is held too, since the whole split strips it.
     """
 
     def __init__(self, opened: bool):
         self._state = "reasoning" if opened else "start"
         self._buf = ""
         self._harmony: HarmonyStream | None = None  # set once the text opens as gpt-oss's channels
+        self._trim = False  # the answer of stripped harmony: its trailing whitespace is not sent
 
     @property
     def harmony(self) -> bool:
@@ -86,9 +93,21 @@ class ReasoningStream:
                 if lead.startswith(HARMONY_OPENERS):
                     self._harmony, self._buf = HarmonyStream(), ""
                     return self._harmony.feed(lead)
-                if any(tag.startswith(lead) for tag in (OPEN, *HARMONY_OPENERS)):  # maybe a tag's start: wait
+                if lead.startswith(STRIPPED_OPEN):
+                    self._state = "stripped"
+                    continue
+                if any(tag.startswith(lead) for tag in (OPEN, *HARMONY_OPENERS, STRIPPED_OPEN)):  # maybe a tag: wait
                     return out
                 self._state = "content"
+            if self._state == "stripped":  # held whole (leading space too) until the answer's marker comes
+                lead = self._buf.lstrip()
+                end = lead.find(STRIPPED_FINAL, len(STRIPPED_OPEN))
+                if end < 0:
+                    return out
+                thought = lead[len(STRIPPED_OPEN):end].strip()
+                if thought:
+                    out.append(("reasoning", thought))
+                self._state, self._buf, self._trim = "answer", lead[end + len(STRIPPED_FINAL):], True
             if self._state == "reasoning":
                 end = self._buf.find(CLOSE)
                 if end < 0:
@@ -105,9 +124,10 @@ class ReasoningStream:
                 if not self._buf:
                     return out
                 self._state = "content"
-            if self._buf:
-                out.append(("content", self._buf))
-            self._buf = ""
+            body = self._buf.rstrip() if self._trim else self._buf
+            if body:
+                out.append(("content", body))
+            self._buf = self._buf[len(body):]
             return out
 
     def flush(self) -> list[tuple[str, str]]:
@@ -121,5 +141,7 @@ class ReasoningStream:
             return [("reasoning", held)]
         if self._state == "start" and held.lstrip() == OPEN:
             return []  # an opening tag and nothing after it: empty reasoning, no answer
-        return [("content", held)] if self._state in ("start", "content") else []
+        if self._trim:
+            return []  # only the stripped answer's trailing whitespace was held
+        return [("content", held)] if self._state in ("start", "stripped", "content") else []
 

@@ -115,3 +115,15 @@ def test_a_call_is_sent_whole_once_its_message_ends() -> None:
         assert all("<tool_call>" not in t or t.endswith("</tool_call>") for _, t in sent)
     assert sent == [("content", '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo", "days": 3}}</tool_call>')]
     assert stream.flush() == []
+
+
+@pytest.mark.parametrize("text, reasoning, answer", [
+    ("analysisUser asks for 2 + 2.assistantfinal2 + 2 = 4.  ", "User asks for 2 + 2.", "2 + 2 = 4."),
+    ("  analysis Think. assistantfinal\n{\"a\": 1}", "Think.", '{"a": 1}'),
+    ("analysis of the data shows growth", "", "analysis of the data shows growth"),  # no marker: an answer
+])
+def test_stripped_harmony_streams_like_the_whole_split(text: str, reasoning: str, answer: str) -> None:
+    for cuts in ([], list(range(len(text)))):  # whole, then a character at a time
+        assert _streamed(text, cuts) == (reasoning, answer)
+    whole = split_reasoning(text)
+    assert (whole[0] or "", whole[1]) == (reasoning, answer)

@@ -68,7 +68,8 @@ def _streamed(text: str, cuts: list[int], opened: bool) -> tuple[str, str]:
     return ("".join(t for k, t in parts if k == "reasoning"), "".join(t for k, t in parts if k == "content"))
 
 
-_PIECES = st.sampled_from(["<think>", "</think>", "<th", "ink>", "</", "think", ">", " ", "\n", "{", "}", "a", "I can't"])
+_PIECES = st.sampled_from(["<think>", "</think>", "<th", "ink>", "</", "think", ">", " ", "\n", "{", "}", "a", "I can't",
+                          "analysis", "anal", "assistantfinal", "assistant", "final"])  # stripped gpt-oss markers
 
 
 @given(st.lists(_PIECES, max_size=12), st.lists(st.integers(0, 200), max_size=6), st.booleans())

@@ -257,3 +257,14 @@ def test_raw_harmony_from_an_upstream_is_split_into_reasoning_answer_and_tool_ca
         assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] \
             == ["tool_calls"]
         assert r.upstreams["int4"].requests[-1]["body"].get("stream", False) is (r is through)
+
+
+def test_stripped_harmony_streamed_from_an_upstream_is_split_too(rig_factory: Any) -> None:
+    # a server decoding gpt-oss with skip_special_tokens streams "analysis...assistantfinal...": the
+    # thought arrives as reasoning (in one part, once the answer's marker shows it was one), the rest as content
+    text = "analysisThe user wants Oslo's weather. I can't know it.assistantfinalSunny in Oslo."
+    rig = rig_factory()
+    rig.replies["int4"] = lambda body: Reply(events=sse_events([text[i:i + 4] for i in range(0, len(text), 4)]))
+    deltas = stream_deltas(rig.url, {"model": "assistant", "messages": USER}, KEY)
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "The user wants Oslo's weather. I can't know it."
+    assert "".join(d.get("content", "") or "" for d in deltas) == "Sunny in Oslo."
