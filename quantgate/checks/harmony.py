@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import re
 
-__all__ = ["OPENERS", "STRIPPED_FINAL", "STRIPPED_OPEN", "HarmonyStream", "is_harmony", "partial_suffix", "split_harmony"]
+__all__ = ["OPENERS", "STRIPPED_FINAL", "STRIPPED_OPEN", "HarmonyStream", "is_harmony", "partial_suffix",
+           "split_harmony"]
 
 _CHANNEL, _MESSAGE, _START = "<|channel|>", "<|message|>", "<|start|>"
 _ENDS = ("<|end|>", "<|return|>", "<|call|>")
@@ -34,7 +35,7 @@ _TOKEN_RE = re.compile(r"<\|(?:start|end|message|channel|constrain|return|call)\
 OPENERS = (_CHANNEL, _START + "assistant")
 # What is left of the markers when a server decodes with skip_special_tokens.
 STRIPPED_OPEN, STRIPPED_FINAL = "analysis", "assistantfinal"
-_STRIPPED_RE = re.compile(r"\s*analysis(.*?)assistantfinal(.*)\Z", re.DOTALL)
+_STRIPPED_RE = re.compile(rf"\s*{STRIPPED_OPEN}(.*?){STRIPPED_FINAL}(.*)\Z", re.DOTALL)
 
 
 def is_harmony(text: str) -> bool:

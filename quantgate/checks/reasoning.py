@@ -21,7 +21,14 @@ the same split on text that arrives in pieces, holding back only what may be the
 from __future__ import annotations
 
 from quantgate.checks.harmony import OPENERS as HARMONY_OPENERS
-from quantgate.checks.harmony import STRIPPED_FINAL, STRIPPED_OPEN, HarmonyStream, is_harmony, partial_suffix, split_harmony
+from quantgate.checks.harmony import (
+    STRIPPED_FINAL,
+    STRIPPED_OPEN,
+    HarmonyStream,
+    is_harmony,
+    partial_suffix,
+    split_harmony,
+)
 
 __all__ = ["CLOSE", "OPEN", "ReasoningStream", "prompt_opens_reasoning", "split_reasoning"]
 
@@ -72,6 +79,10 @@ class ReasoningStream:
         self._state = "reasoning" if opened else "start"
         self._buf = ""
         self._harmony: HarmonyStream | None = None  # set once the text opens as gpt-oss's channels
+        # Stripped harmony, until its answer's marker: the pieces as they came (joined once, so a long
+        # thought costs linear time) and the end of what came, where a marker cut in two may start.
+        self._held: list[str] = []
+        self._tail = ""
         self._trim = False  # the answer of stripped harmony: its trailing whitespace is not sent
 
     @property
@@ -82,6 +93,8 @@ class ReasoningStream:
     def feed(self, text: str) -> list[tuple[str, str]]:
         if self._harmony is not None:
             return self._harmony.feed(text)
+        if self._state == "stripped":
+            return self._feed_stripped(text)
         self._buf += text
         out: list[tuple[str, str]] = []
         while True:
@@ -94,20 +107,11 @@ class ReasoningStream:
                     self._harmony, self._buf = HarmonyStream(), ""
                     return self._harmony.feed(lead)
                 if lead.startswith(STRIPPED_OPEN):
-                    self._state = "stripped"
-                    continue
+                    self._state, held, self._buf = "stripped", self._buf, ""
+                    return self._feed_stripped(held)
                 if any(tag.startswith(lead) for tag in (OPEN, *HARMONY_OPENERS, STRIPPED_OPEN)):  # maybe a tag: wait
                     return out
                 self._state = "content"
-            if self._state == "stripped":  # held whole (leading space too) until the answer's marker comes
-                lead = self._buf.lstrip()
-                end = lead.find(STRIPPED_FINAL, len(STRIPPED_OPEN))
-                if end < 0:
-                    return out
-                thought = lead[len(STRIPPED_OPEN):end].strip()
-                if thought:
-                    out.append(("reasoning", thought))
-                self._state, self._buf, self._trim = "answer", lead[end + len(STRIPPED_FINAL):], True
             if self._state == "reasoning":
                 end = self._buf.find(CLOSE)
                 if end < 0:
@@ -130,10 +134,27 @@ class ReasoningStream:
             self._buf = self._buf[len(body):]
             return out
 
+    def _feed_stripped(self, text: str) -> list[tuple[str, str]]:
+        """Hold stripped harmony (leading space too) until ``assistantfinal``; then split it like the whole."""
+        self._held.append(text)
+        window = self._tail + text
+        if STRIPPED_FINAL not in window:
+            self._tail = window[-(len(STRIPPED_FINAL) - 1):]
+            return []
+        lead = "".join(self._held).lstrip()
+        self._held, self._tail = [], ""
+        end = lead.find(STRIPPED_FINAL, len(STRIPPED_OPEN))  # the opener cannot end inside a marker
+        thought = lead[len(STRIPPED_OPEN):end].strip()
+        self._state, self._buf, self._trim = "answer", lead[end + len(STRIPPED_FINAL):], True
+        return ([("reasoning", thought)] if thought else []) + self.feed("")
+
     def flush(self) -> list[tuple[str, str]]:
         """What is still held when the text ends."""
         if self._harmony is not None:
             return self._harmony.flush()
+        if self._state == "stripped":  # no answer marker came: it was all an answer
+            held, self._held = "".join(self._held), []
+            return [("content", held)] if held else []
         held, self._buf = self._buf, ""
         if not held:
             return []
@@ -143,5 +164,5 @@ class ReasoningStream:
             return []  # an opening tag and nothing after it: empty reasoning, no answer
         if self._trim:
             return []  # only the stripped answer's trailing whitespace was held
-        return [("content", held)] if self._state in ("start", "stripped", "content") else []
+        return [("content", held)] if self._state in ("start", "content") else []
 
