@@ -42,7 +42,7 @@ def is_harmony(text: str) -> bool:
     """Whether ``text`` opens like a gpt-oss completion (tokens kept or stripped)."""
     lead = text.lstrip()
     return lead.startswith(OPENERS) or (
-        lead.startswith(STRIPPED_OPEN) and STRIPPED_FINAL in lead[len(STRIPPED_OPEN):])
+        lead.startswith(STRIPPED_OPEN) and STRIPPED_FINAL in lead)  # no overlap: the opener cannot end a marker
 
 
 def split_harmony(text: str) -> tuple[str | None, str]:
