@@ -79,6 +79,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_flags": flags,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchao": torchao.__version__,
@@ -252,7 +253,11 @@ def reference_source(path: Path | None = None) -> ModelSource | str:
 
 
 def free() -> None:
+    import torch
+
     gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # -- weight accounting ----------------------------------------------------------------------

@@ -21,6 +21,10 @@ Usage::
     python bench/decode.py --model random              # full run on the random 290M model
     python bench/decode.py --quick                      # smoke run, tiny model, seconds
     python bench/decode.py --model reference --schemes bf16,int8wo --modes compile
+    python bench/decode.py --device cuda --schemes bf16,int8wo,int4wo-g128,fp8wo,fp8dq   # on a GPU
+
+On CUDA the engine's loop synchronises every step (it reads each sampled token back), so the
+wall-clock timings it reports are the GPU's too.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (the model and its quantization)")
     ap.add_argument("--quantized-dtype", default=None, choices=["fp32", "bf16"],
                     help="activations of the quantized schemes (default: each scheme's, `auto` resolved on this CPU; "
                          "the figures in docs/benchmarks.md before 2026-11-28 are bf16)")
@@ -175,13 +180,15 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
 
     scheme = get_scheme(scheme_name)
     t0 = time.perf_counter()
-    dtype = args.quantized_dtype if scheme.quantizes and args.quantized_dtype else scheme.resolved_compute_dtype("cpu")
+    dtype = (args.quantized_dtype if scheme.quantizes and args.quantized_dtype
+             else scheme.resolved_compute_dtype(args.device))
     loaded = source.fresh(dtype)
+    loaded.model.to(args.device)
     load_s = time.perf_counter() - t0
     plan_summary: dict[str, int] = {}
     quant_s = 0.0
     if scheme.quantizes:
-        result = quantize_model(loaded.model, scheme, [], device="cpu")
+        result = quantize_model(loaded.model, scheme, [], device=args.device)
         quant_s = result.seconds
         for p in result.layers:
             plan_summary[p.scheme] = plan_summary.get(p.scheme, 0) + 1

@@ -102,9 +102,11 @@ def quantize(
     if manifest.linearized:
         console.print(f"{linearized_summary(manifest.linearized)} stored as nn.Linear to be quantized")
 
-    warning = float_warning(manifest.unquantized)
-    if warning:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+    from quantgate.quantize.manifest import size_warning
+
+    for warning in (float_warning(manifest.unquantized), size_warning(manifest)):
+        if warning:
+            console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @app.command()
@@ -135,6 +137,7 @@ def eval_command(
     store: Annotated[Path, typer.Option(help="SQLite run store.")] = DEFAULT_STORE,
     max_tokens: Annotated[int, typer.Option(min=1, help="Default answer budget (a case's metadata.max_tokens wins).")] = 256,
     export: Annotated[Optional[Path], typer.Option(help="Also write the run as JSONL here.")] = None,
+    device: Annotated[str, typer.Option(help="Where a local model runs: cpu, cuda, cuda:1 ...")] = "cpu",
 ) -> None:
     """Answer a golden set with one target, grade every answer, store the run."""
     _quiet_libraries()
@@ -152,7 +155,7 @@ def eval_command(
     console = _console()
     with RunStore(store) as runs:
         with console.status(f"loading {target}"):
-            opened = open_target(target)
+            opened = open_target(target, device=device)
         try:
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task(f"eval {opened.name}", total=None)
@@ -180,6 +183,7 @@ def compare(
     markdown: Annotated[Optional[Path], typer.Option(help="Write a Markdown report (PR comment) here.")] = None,
     junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here.")] = None,
     html: Annotated[Optional[Path], typer.Option(help="Write a self-contained HTML report here.")] = None,
+    device: Annotated[str, typer.Option(help="Where local sides run: cpu, cuda, cuda:1 ...")] = "cpu",
 ) -> None:
     """Compare a candidate against a baseline on a golden set and gate it: exit 0 pass/warn, 1 fail, 2 bad input."""
     from quantgate.evaluate.gate import DEFAULT_POLICY, load_policy
@@ -203,7 +207,7 @@ def compare(
             progress.update(tasks[label], completed=done, total=total)
 
         outcome = compare_sides(baseline, candidate, golden, runs, gate_policy, EvalConfig(max_tokens=max_tokens),
-                                token_metrics=token_metrics, progress=on_progress)
+                                token_metrics=token_metrics, progress=on_progress, device=device)
     render_terminal(outcome.report, console)
     for path in write_reports(outcome.report, json_out, markdown, junit, html):
         console.print(f"wrote {path}")
@@ -255,6 +259,7 @@ def generate(
     dtype: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 (plain model dirs only).")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decode step (slow first call).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer, with usage and timings.")] = False,
 ) -> None:
     """Generate answers with a model or variant (batched when several prompts are given)."""
@@ -270,7 +275,7 @@ def generate(
     from quantgate.quantize.storage import load_any
 
     with Console(stderr=True).status(f"loading {model}"):
-        loaded = load_any(model, dtype=dtype, allow_pickle=allow_pickle)
+        loaded = load_any(model, dtype=dtype, device=device, allow_pickle=allow_pickle)
     engine = LocalEngine(loaded, compile=compile)
     texts = []
     for p in prompt:

@@ -66,6 +66,7 @@ class LocalVariant(_VariantBase):
     max_batch: int = Field(16, ge=1, le=256)
     batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")  # checked against the machine at start
     threads: int | None = Field(None, ge=1)
 
 

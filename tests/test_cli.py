@@ -74,6 +74,25 @@ def test_fp8_on_cpu(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Capture
     assert_one_line_error(code, err, "needs fp8 matmul support")
 
 
+@pytest.mark.parametrize("command", ["generate", "eval", "compare", "quantize"])
+def test_a_device_this_machine_lacks(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     command: str) -> None:
+    golden = tmp_path / "g.jsonl"
+    golden.write_text(json.dumps({"id": "a", "prompt": "hi", "assert": [{"type": "contains", "value": "x"}]}) + "\n")
+    argv = {
+        "generate": ["generate", "--model", str(tiny_model_dir), "--prompt", "hi"],
+        "eval": ["eval", str(tiny_model_dir), "--golden", str(golden), "--store", str(tmp_path / "r.sqlite")],
+        "compare": ["compare", str(tiny_model_dir), str(tiny_model_dir), "--golden", str(golden),
+                    "--store", str(tmp_path / "r.sqlite")],
+        "quantize": ["quantize", str(tiny_model_dir), "--scheme", "int8wo", "--out", str(tmp_path / "o")],
+    }[command]
+    code, _, err = run([*argv, "--device", "tpu"], capsys)
+    assert_one_line_error(code, err, "device 'tpu': expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        code, _, err = run([*argv, "--device", "cuda"], capsys)
+        assert_one_line_error(code, err, "device 'cuda': no CUDA GPU is available to this process")
+
+
 def test_corrupt_manifest(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "v"
     assert run(["quantize", str(tiny_model_dir), "--scheme", "int8wo", "--out", str(out)], capsys)[0] == 0

@@ -32,6 +32,9 @@ def test_good_config_loads(tmp_path: Path) -> None:
     cfg = load_config(p)
     assert cfg.ladder == ["int4", "bf16"]
     assert cfg.variant("bf16").engine == "local"
+    assert cfg.variant("bf16").device == "cpu"
+    p.write_text(GOOD.replace("path: /models/bf16}", "path: /models/bf16, device: 'cuda:1'}"))
+    assert load_config(p).variant("bf16").device == "cuda:1"
     assert cfg.routes[0].validate_.assert_ == [{"type": "is-json"}]
 
 
@@ -40,6 +43,7 @@ def test_good_config_loads(tmp_path: Path) -> None:
     (("ladder: [int4, bf16]", "ladder: [int4]"), "missing: bf16"),
     (("floor: int4", "flor: int4"), "routes.0.flor: unknown key"),
     (("engine: local", "engine: gpu"), "variants.1"),
+    (("path: /models/bf16}", "path: /models/bf16, device: gpu}"), "variants.1.local.device"),
     (("weight: 0.1", "weight: 1.5"), "routes.0.canary.weight"),
     (("equals: high, floor: bf16", "equals: high, floor: int9"), "rules[0].floor names unknown variant 'int9'"),
     (('key_sha256: ["' + "a" * 64 + '"]', 'key_sha256: ["abc"]'), "not a SHA-256 hex digest"),

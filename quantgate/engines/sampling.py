@@ -25,7 +25,9 @@ def sample_next(
     for row, p in enumerate(params):
         if p.greedy:
             continue
-        probs = torch.softmax(logits[row] / p.temperature, dim=-1)
+        # Sampled on the CPU whatever the model's device: the row's generator is a CPU one, so a
+        # seed draws the same tokens on a GPU as on a CPU (given the same logits).
+        probs = torch.softmax(logits[row].cpu() / p.temperature, dim=-1)
         if p.top_p < 1.0:
             sorted_probs, order = probs.sort(descending=True)
             cumulative = sorted_probs.cumsum(0)
@@ -33,7 +35,7 @@ def sample_next(
             keep = cumulative - sorted_probs < p.top_p
             sorted_probs = sorted_probs * keep
             probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-        chosen[row] = torch.multinomial(probs, 1, generator=generators[row]).squeeze(0)
+        chosen[row] = int(torch.multinomial(probs, 1, generator=generators[row]))
     return chosen
 
 

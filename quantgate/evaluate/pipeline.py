@@ -50,14 +50,14 @@ class CompareOutcome:
 
 def evaluate_side(spec: str, golden: GoldenSet, store: RunStore, config: EvalConfig,
                   progress: Progress | None = None, label: str = "eval",
-                  keep_open: bool = False) -> tuple[RunRecord, Target | None]:
+                  keep_open: bool = False, device: str = "cpu") -> tuple[RunRecord, Target | None]:
     if spec.startswith("run:"):
         run = store.get_run(spec.removeprefix("run:"))
         if run.golden_sha256 != golden.sha256:
             raise QuantgateError(f"{spec} was evaluated on a different golden set ({run.golden}); "
                                  "re-run it or pass the same --golden")
         return run, None
-    target = open_target(spec)
+    target = open_target(spec, device=device)
     run = run_eval(target, golden, store, config,
                    on_progress=(lambda d, t: progress(label, d, t)) if progress else None)
     if keep_open:
@@ -66,12 +66,12 @@ def evaluate_side(spec: str, golden: GoldenSet, store: RunStore, config: EvalCon
     return run, None
 
 
-def _local_for_scoring(run: RunRecord, opened: Target | None) -> LocalTarget | None:
+def _local_for_scoring(run: RunRecord, opened: Target | None, device: str = "cpu") -> LocalTarget | None:
     if isinstance(opened, LocalTarget):
         return opened
     path = run.meta.get("target", {}).get("path")
     if run.meta.get("kind") == "local" and path and Path(path).is_dir():
-        return LocalTarget(path)
+        return LocalTarget(path, device=device)
     return None
 
 
@@ -85,17 +85,21 @@ def compare_sides(
     costs: dict[str, CostSpec] | None = None,
     token_metrics: bool = True,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> CompareOutcome:
+    """Evaluate both sides (local ones on ``device``), compare them, gate the candidate."""
     from quantgate.evaluate.token_compare import token_level, tokenizers_match
 
     golden = load_golden(golden_path, default_registry())
-    base_run, base_target = evaluate_side(baseline, golden, store, config, progress, "baseline", keep_open=token_metrics)
-    cand_run, cand_target = evaluate_side(candidate, golden, store, config, progress, "candidate", keep_open=token_metrics)
+    base_run, base_target = evaluate_side(baseline, golden, store, config, progress, "baseline",
+                                          keep_open=token_metrics, device=device)
+    cand_run, cand_target = evaluate_side(candidate, golden, store, config, progress, "candidate",
+                                          keep_open=token_metrics, device=device)
     base_cases, cand_cases = list(store.cases(base_run.id)), list(store.cases(cand_run.id))
     tokens = None
     if token_metrics:
-        base_local = _local_for_scoring(base_run, base_target)
-        cand_local = _local_for_scoring(cand_run, cand_target) if base_local else None
+        base_local = _local_for_scoring(base_run, base_target, device)
+        cand_local = _local_for_scoring(cand_run, cand_target, device) if base_local else None
         if base_local and cand_local and tokenizers_match(base_local, cand_local):
             if progress:
                 progress("token metrics", 0, 1)

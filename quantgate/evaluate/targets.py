@@ -53,13 +53,13 @@ class Target(Protocol):
 
 
 class LocalTarget:
-    def __init__(self, path: str, batch_size: int = 16, dtype: str | None = None):
+    def __init__(self, path: str, batch_size: int = 16, dtype: str | None = None, device: str = "cpu"):
         from quantgate.engines.local import LocalEngine
         from quantgate.quantize.storage import load_any
 
-        loaded = load_any(path, dtype=dtype)
+        loaded = load_any(path, dtype=dtype, device=device)
         self.engine = LocalEngine(loaded, max_batch_size=batch_size)
-        info: dict[str, Any] = {"path": str(loaded.path), "dtype": loaded.dtype}
+        info: dict[str, Any] = {"path": str(loaded.path), "dtype": loaded.dtype, "device": device}
         if loaded.variant:
             info["scheme"] = loaded.variant["scheme"]["name"]
             info["weight_bytes"] = loaded.variant["weight_bytes"]["total"]
@@ -132,10 +132,11 @@ class UpstreamTarget:
         self.engine.close()
 
 
-def open_target(spec: str, batch_size: int = 16, api_key: str | None = None, model: str | None = None) -> Target:
-    """``http(s)://...`` opens a server; anything else is a local model or variant directory."""
+def open_target(spec: str, batch_size: int = 16, api_key: str | None = None, model: str | None = None,
+                device: str = "cpu") -> Target:
+    """``http(s)://...`` opens a server; anything else is a local model or variant directory (on ``device``)."""
     if spec.startswith(("http://", "https://")):
         return UpstreamTarget(spec, model=model, api_key=api_key)
     if model:
         raise QuantgateError("--model-name applies to server URLs only")
-    return LocalTarget(spec, batch_size=batch_size)
+    return LocalTarget(spec, batch_size=batch_size, device=device)

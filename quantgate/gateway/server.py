@@ -45,7 +45,7 @@ def build_engine(v: LocalVariant | UpstreamVariant) -> GatewayEngine:
 
     if v.threads:
         torch.set_num_threads(v.threads)
-    loaded = load_any(v.path, dtype=None if v.dtype == "auto" else v.dtype)
+    loaded = load_any(v.path, dtype=None if v.dtype == "auto" else v.dtype, device=v.device)
     return LocalBatchingEngine(v.name, LocalEngine(loaded, max_batch_size=v.max_batch), max_batch=v.max_batch,
                                batch_wait_ms=v.batch_wait_ms)
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quantgate.errors import ModelLoadError, PickleRefusedError
 
-__all__ = ["DTYPES", "LoadedModel", "find_weight_files", "load_model", "resolve_dtype"]
+__all__ = ["DTYPES", "LoadedModel", "check_device", "find_weight_files", "load_model", "resolve_dtype"]
 
 # Names accepted on the command line and in manifests, mapped to torch dtype attribute names.
 DTYPES: dict[str, str] = {
@@ -33,6 +34,27 @@ DTYPES: dict[str, str] = {
 }
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before anything is loaded onto it.
+
+    torch's own errors for these come late (after the weights are read) and as tracebacks
+    ("Torch not compiled with CUDA enabled", "invalid device ordinal").
+    """
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ModelLoadError(f"device {device!r}: expected cpu, cuda or cuda:N")
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r}: no CUDA GPU is available to this process (torch "
+                             f"{torch.__version__}, {'a CPU-only build' if torch.version.cuda is None else 'CUDA build'})")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
 
 
 @dataclass
@@ -125,6 +147,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     p = check_model_dir(path, allow_pickle=allow_pickle)
+    check_device(device)
     torch_dtype = resolve_dtype(dtype)
     safes, _ = find_weight_files(p)
     tokenizer = load_tokenizer(p)
@@ -134,6 +157,10 @@ def load_model(
             dtype=torch_dtype,
             local_files_only=True,
             use_safetensors=bool(safes),
+            # transformers >= 5.25 swaps layers for kernels from the Hub by default ("kernelize"):
+            # they download at run time and change numerics, and without a matching `kernels`
+            # package the load fails. The model runs on torch's own kernels, as it was measured.
+            use_kernels=False,
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{p}: cannot load model ({exc})") from None

@@ -23,7 +23,7 @@ from typing import Any
 
 from quantgate.errors import ManifestError
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "hash_model_dir", "read_manifest"]
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "Manifest", "hash_model_dir", "read_manifest", "size_warning"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -91,6 +91,32 @@ def read_manifest(directory: Path) -> Manifest:
     if unknown:
         raise ManifestError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
     return Manifest(**data)
+
+
+def size_warning(manifest: Manifest) -> str | None:
+    """A sentence for the user when the quantized layers take far more bytes than their bit width says.
+
+    Two known causes: 2- and 3-bit weights are stored unpacked in int8, and torch's CUDA int4 kernel
+    (tinygemm) pads in_features to a multiple of 1,024, so a small model's int4 layers can outgrow bf16.
+    """
+    wb, bits = manifest.weight_bytes, int(manifest.scheme.get("weight_bits", 16))
+    if bits >= 16 or not wb.get("linear_quantized_as_bf16"):
+        return None
+    ratio, expected = wb["linear_quantized"] / wb["linear_quantized_as_bf16"], bits / 16
+    if ratio < 1.5 * expected + 0.02:  # scales and zero points add a few percent
+        return None
+    kind = manifest.scheme.get("kind")
+    if kind == "intxwo":
+        why = "this scheme stores its weights unpacked in int8 (it exists to stress quality)"
+    elif kind == "int4wo" and manifest.device.startswith("cuda"):
+        padded = sorted({layer["shape"][1] for layer in manifest.layers.values()
+                         if layer.get("scheme") != "none" and layer["shape"][1] % 1024})
+        why = (f"the CUDA int4 kernel pads in_features to a multiple of 1,024 (here {padded[:4]})"
+               if padded else "see `quantgate inspect`")
+    else:
+        why = "see `quantgate inspect`"
+    return (f"the quantized layers take {ratio:.2f}x their bf16 bytes, not the ~{expected:.2f}x of "
+            f"{bits}-bit weights: {why}")
 
 
 def hash_model_dir(directory: Path) -> str:

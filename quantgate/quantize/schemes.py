@@ -11,7 +11,9 @@ Which torchao path each scheme takes, and why (torchao 0.18, torch 2.13):
   ``aten._weight_int8pack_mm``: fast with bf16 activations once compiled, on a CPU that computes
   bf16 natively.
 - ``int4wo-gN``: on CPU, the prototype ``PrototypeInt4WeightOnlyConfig`` (opaque packing for
-  ``aten._weight_int4pack_mm_for_cpu``); on CUDA, ``Int4WeightOnlyConfig`` (tinygemm). The packed
+  ``aten._weight_int4pack_mm_for_cpu``); on CUDA, ``Int4WeightOnlyConfig`` in the tile-packed
+  layout of torch's own tinygemm kernel (``aten._weight_int4pack_mm``): torchao's default there, the
+  plain layout, runs on kernels of the separate ``mslk`` package, which few installs have. The packed
   layout differs per device, so a variant records the device it was packed for. Needs in_features
   divisible by the group size and out_features by 16.
 - ``int8dq``: ``Int8DynamicActivationInt8WeightConfig``: int8 weights and per-token int8
@@ -83,7 +85,11 @@ class Scheme:
     def check_device(self, device: str) -> None:
         """Refuse schemes the device cannot run, before any model is touched."""
         if self.kind in ("fp8wo", "fp8dq"):
-            if not device.startswith("cuda"):
+            if device.startswith("cuda"):
+                from quantgate.models.loading import check_device
+
+                check_device(device)
+            else:
                 raise UnsupportedSchemeError(
                     f"scheme {self.name!r} needs fp8 matmul support (a CUDA GPU of compute "
                     f"capability 8.9+, e.g. L4, H100); this device is {device!r}"
@@ -115,7 +121,8 @@ class Scheme:
             return tq.Int8DynamicActivationInt8WeightConfig()
         if self.kind == "int4wo":
             if device.startswith("cuda"):
-                return tq.Int4WeightOnlyConfig(group_size=self.group_size or 128)
+                return tq.Int4WeightOnlyConfig(group_size=self.group_size or 128,
+                                               int4_packing_format="tile_packed_to_4d")
             from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
 
             return PrototypeInt4WeightOnlyConfig(group_size=self.group_size or 128)

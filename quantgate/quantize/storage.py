@@ -28,9 +28,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from quantgate.errors import ManifestError, ModelLoadError, QuantgateError
-from quantgate.models.loading import (DTYPES, LoadedModel, check_model_dir, load_model, load_tokenizer, resolve_dtype,
-                                      short_dtype)
+from quantgate.errors import ManifestError, ModelLoadError, QuantgateError, UnsupportedSchemeError
+from quantgate.models.loading import (DTYPES, LoadedModel, check_device, check_model_dir, load_model, load_tokenizer,
+                                      resolve_dtype, short_dtype)
 from quantgate.quantize.apply import QuantizeResult, quantize_model
 from quantgate.quantize.compat import linearize
 from quantgate.quantize.manifest import MANIFEST_NAME, Manifest, hash_model_dir, read_manifest
@@ -228,9 +228,18 @@ def load_variant(path: str | os.PathLike[str], device: str = "cpu") -> LoadedMod
     p = Path(path).expanduser()
     manifest = read_manifest(p)
     scheme = get_scheme(manifest.scheme_name)
+    used = [get_scheme(name) for name in sorted(
+        {scheme.name} | {str(layer.get("scheme")) for layer in manifest.layers.values() if isinstance(layer, dict)}
+        - {"none", "None"})]
     packed_for = manifest.device.split(":")[0]
-    if scheme.kind == "int4wo" and packed_for != device.split(":")[0]:
+    if any(s.kind == "int4wo" for s in used) and packed_for != device.split(":")[0]:
         raise ManifestError(f"{p}: int4 weights were packed for {manifest.device}; cannot load on {device}")
+    check_device(device)
+    for used_scheme in used:  # fp8 needs a GPU that has fp8 matmuls
+        try:
+            used_scheme.check_device(device)
+        except UnsupportedSchemeError as exc:
+            raise UnsupportedSchemeError(f"{p}: {exc}") from None
     weights = p / WEIGHTS_NAME
     if not weights.is_file():
         raise ManifestError(f"{p}: {WEIGHTS_NAME} is missing")

@@ -67,7 +67,7 @@ def evaluate_dir(model_dir: str | Path, n: int, seed: int = 1, threads: int = 2)
 
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_kernels=False).eval()
     return evaluate_model(model, tok, n, seed)
 
 

@@ -132,3 +132,21 @@ def test_named_chat_templates_pick_tool_use_with_tools(tiny_model_dir: Path, tmp
     assert render_chat(tok, [{"role": "user", "content": "hi"}], tool, chat_template=named) == "T:hi/1"  # type: ignore[arg-type]
     with pytest.raises(ChatTemplateError, match="chat templates tool_use and none named 'default'"):
         render_chat(tok, [{"role": "user", "content": "hi"}], chat_template={"tool_use": "x"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x", "CPU", "cuda:"])
+def test_a_malformed_device_is_named(tiny_model_dir: Path, device: str) -> None:
+    with pytest.raises(ModelLoadError, match=f"device '{device}': expected cpu, cuda or cuda:N"):
+        load_model(tiny_model_dir, device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_a_gpu_is_refused_before_loading(tiny_model_dir: Path, device: str) -> None:
+    with pytest.raises(ModelLoadError, match=f"device '{device}': no CUDA GPU is available to this process"):
+        load_model(tiny_model_dir, device=device)
+
+
+def test_a_gpu_index_past_the_last_is_refused(tiny_model_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match="device 'cuda:64': (this machine has|no CUDA GPU)"):
+        load_model(tiny_model_dir, device="cuda:64")

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from quantgate.errors import ManifestError, ModelLoadError, QuantgateError
+from quantgate.errors import ManifestError, ModelLoadError, QuantgateError, UnsupportedSchemeError
 from quantgate.models import load_model
 from quantgate.quantize.apply import parse_override
-from quantgate.quantize.manifest import hash_model_dir
+from quantgate.quantize.manifest import hash_model_dir, size_warning
+from quantgate.quantize.schemes import get_scheme
 from quantgate.quantize.storage import load_any, load_variant, quantize_to_dir
 
 IDS = torch.tensor([[3, 14, 15, 92, 65, 35]])
@@ -148,6 +152,36 @@ def test_int4_packed_for_cpu_refuses_other_device(variant: Path) -> None:
         load_variant(variant, device="cuda")
 
 
+def _rewrite_manifest(variant: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads((variant / "manifest.json").read_text())
+    edit(data)
+    (variant / "manifest.json").write_text(json.dumps(data))
+
+
+def test_an_fp8_variant_is_refused_on_a_cpu_before_its_weights_are_read(variant: Path) -> None:
+    def as_fp8(data: dict[str, Any]) -> None:
+        data["scheme"] = dataclasses.asdict(get_scheme("fp8dq"))
+        data["layers"] = {k: {**v, "scheme": "fp8dq"} for k, v in data["layers"].items()}
+
+    _rewrite_manifest(variant, as_fp8)
+    (variant / "model.safetensors").unlink()  # refused first: a missing file would say otherwise
+    with pytest.raises(UnsupportedSchemeError, match="v: scheme 'fp8dq' needs fp8 matmul support .* this device is 'cpu'"):
+        load_variant(variant)
+
+
+def test_one_fp8_layer_is_enough_to_refuse_a_cpu(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "v")
+    _rewrite_manifest(tmp_path / "v", lambda d: d["layers"]["lm_head"].update(scheme="fp8wo"))
+    with pytest.raises(UnsupportedSchemeError, match="scheme 'fp8wo' needs fp8 matmul support"):
+        load_variant(tmp_path / "v")
+
+
+def test_an_int4_override_packed_for_cpu_refuses_cuda(tiny_model_dir: Path, tmp_path: Path) -> None:
+    quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "v", overrides=[("lm_head", "int4wo-g32")])
+    with pytest.raises(ManifestError, match="packed for cpu; cannot load on cuda"):
+        load_variant(tmp_path / "v", device="cuda")
+
+
 def test_refuses_non_empty_foreign_out_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
@@ -205,3 +239,18 @@ def test_a_bf16_checkpoint_is_widened_layer_by_layer_with_the_same_result(tiny_m
     quantize_model(widened.model, get_scheme(scheme))
     with torch.no_grad():
         assert torch.equal(loaded.model(IDS).logits, widened.model(IDS).logits)
+
+
+def test_size_warning_names_why_quantized_layers_are_not_smaller(tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert size_warning(quantize_to_dir(tiny_model_dir, "int8wo", tmp_path / "int8")) is None
+    int4 = quantize_to_dir(tiny_model_dir, "int4wo-g32", tmp_path / "int4")
+    assert size_warning(int4) is None
+    int2 = size_warning(quantize_to_dir(tiny_model_dir, "int2wo-g32", tmp_path / "int2"))
+    assert int2 is not None and "not the ~0.12x of 2-bit weights" in int2 and "unpacked in int8" in int2
+    # As measured on an H200 (docs/variants.md): tinygemm pads in_features 256 to 1,024, and the
+    # reference model's int4 layers took 1.0x their bf16 bytes.
+    wb = dict(int4.weight_bytes, linear_quantized=int4.weight_bytes["linear_quantized_as_bf16"])
+    on_cuda = dataclasses.replace(int4, device="cuda:0", weight_bytes=wb)
+    assert size_warning(on_cuda) == ("the quantized layers take 1.00x their bf16 bytes, not the ~0.25x of 4-bit "
+                                     "weights: the CUDA int4 kernel pads in_features to a multiple of 1,024 "
+                                     "(here [128, 256])")
