@@ -109,8 +109,8 @@ def size_warning(manifest: Manifest) -> str | None:
     if kind == "intxwo":
         why = "this scheme stores its weights unpacked in int8 (it exists to stress quality)"
     elif kind == "int4wo" and manifest.device.startswith("cuda"):
-        padded = sorted({layer["shape"][1] for layer in manifest.layers.values()
-                         if layer.get("scheme") != "none" and layer["shape"][1] % 1024})
+        widths = [layer.get("shape", [0, 0])[-1] for layer in manifest.layers.values() if layer.get("scheme") != "none"]
+        padded = sorted({w for w in widths if isinstance(w, int) and w % 1024})
         why = (f"the CUDA int4 kernel pads in_features to a multiple of 1,024 (here {padded[:4]})"
                if padded else "see `quantgate inspect`")
     else:
