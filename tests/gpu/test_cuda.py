@@ -17,7 +17,6 @@ import httpx
 import pytest
 import torch
 
-from quantgate.cli import main
 from quantgate.engines.local import LocalEngine
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models import load_model
@@ -25,6 +24,7 @@ from quantgate.quantize.apply import quantize_model
 from quantgate.quantize.manifest import size_warning
 from quantgate.quantize.schemes import get_scheme
 from quantgate.quantize.storage import load_variant, save_variant
+from tests.test_cli import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -163,32 +163,22 @@ def test_streaming_and_scoring_on_cuda(fp32_engine: LocalEngine) -> None:
     assert max(abs(a - b) for a, b in zip(score.logprobs, whole.logprobs)) < 1e-3
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_quantizes_generates_and_evaluates_fp8_on_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fp8dq"
-    code, printed, err = _run(["quantize", str(REFERENCE), "--scheme", "fp8dq", "--device", "cuda", "--out", str(out)],
+    code, printed, err = run(["quantize", str(REFERENCE), "--scheme", "fp8dq", "--device", "cuda", "--out", str(out)],
                               capsys)
     assert code == 0, err
     assert "fp8dq" in printed
-    code, printed, err = _run(["generate", "--model", str(out), "--device", "cuda", "--json",
+    code, printed, err = run(["generate", "--model", str(out), "--device", "cuda", "--json",
                                "--prompt", QUESTIONS[0], "--prompt", QUESTIONS[6]], capsys)
     assert code == 0, err
     answers = [json.loads(line) for line in printed.splitlines()]
     assert len(answers) == 2 and all(a["text"] and a["usage"]["completion_tokens"] > 0 for a in answers)
-    code, _, err = _run(["generate", "--model", str(out), "--prompt", "hi"], capsys)  # default device: cpu
+    code, _, err = run(["generate", "--model", str(out), "--prompt", "hi"], capsys)  # default device: cpu
     assert code == 2 and "needs fp8 matmul support" in err and "Traceback" not in err
     golden = tmp_path / "golden.jsonl"
     golden.write_text("".join(GOLDEN.read_text().splitlines(keepends=True)[:12]))
-    code, printed, err = _run(["eval", str(out), "--device", "cuda", "--golden", str(golden),
+    code, printed, err = run(["eval", str(out), "--device", "cuda", "--golden", str(golden),
                                "--store", str(tmp_path / "runs.sqlite")], capsys)
     assert code == 0, err
     assert "/12 cases passed, 0 engine errors" in printed
