@@ -67,6 +67,7 @@ class LocalVariant(_VariantBase):
     batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")  # checked against the machine at start
+    # torch's intra-op pool is one per process, shared by every local variant: all that set it agree.
     threads: int | None = Field(None, ge=1)
 
 
@@ -329,6 +330,11 @@ class GatewayConfig(_Model):
         _unique("tenants", [t.name for t in self.tenants])
         _unique("routes", [r.model for r in self.routes], what="model")
         known = set(names)
+        threads = {v.name: v.threads for v in self.variants if isinstance(v, LocalVariant) and v.threads}
+        if len(set(threads.values())) > 1:
+            listed = ", ".join(f"{n}: {t}" for n, t in threads.items())
+            raise ValueError(f"variants: threads differ ({listed}); local variants share one torch thread pool, "
+                             "so set the same value on each or leave it unset")
         _unique("ladder", self.ladder)
         for n in self.ladder:
             if n not in known:

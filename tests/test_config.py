@@ -89,3 +89,15 @@ def test_serve_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         main(["serve", "--config", str(p), "--check"])
     assert exit_.value.code == 2
     assert "routes.0.flor: unknown key" in capsys.readouterr().err
+
+
+def test_local_variants_must_agree_on_threads() -> None:
+    def config(a: int | None, b: int | None) -> dict[str, object]:
+        return {"variants": [{"name": "a", "engine": "local", "path": "/m/a", "threads": a},
+                             {"name": "b", "engine": "local", "path": "/m/b", "threads": b}],
+                "ladder": ["a", "b"], "routes": [{"name": "r", "model": "m"}]}
+
+    with pytest.raises(ConfigError, match=r"variants: threads differ \(a: 2, b: 4\); local variants share one torch"):
+        parse_config(config(2, 4))
+    assert parse_config(config(2, 2)).variant("a").threads == 2
+    assert parse_config(config(2, None)).variant("b").threads is None

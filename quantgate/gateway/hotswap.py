@@ -47,11 +47,20 @@ class VariantManager:
         if not isinstance(spec, dict):
             raise ApiError(400, f"variants/{name}: the body must be a JSON object (a variant spec)")
         try:
-            return _VARIANT.validate_python({**{k: v for k, v in spec.items() if k != "position"}, "name": name})
+            variant = _VARIANT.validate_python({**{k: v for k, v in spec.items() if k != "position"}, "name": name})
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'][1:]) or '(body)'}: "
                                  f"{'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}" for err in e.errors())
             raise ApiError(400, f"variants/{name}: {problems}", param="body") from None
+        threads = getattr(variant, "threads", None)
+        if threads:
+            import torch
+
+            if threads != torch.get_num_threads():
+                raise ApiError(400, f"variants/{name}: threads {threads}: the process's torch pool has "
+                               f"{torch.get_num_threads()} threads, shared by every local variant; a variant "
+                               "cannot change it while the gateway serves", param="threads")
+        return variant
 
     async def put(self, name: str, spec: Any) -> dict[str, Any]:
         variant = self.parse(name, spec)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import torch
 
 from tests.fakes.upstream import FakeUpstream, Reply, completion
 from tests.gateway.conftest import ADMIN, KEY, Rig
@@ -84,6 +85,8 @@ def test_hot_swap_errors_name_the_problem(rig_factory: Callable[..., Rig], tmp_p
     assert bad.status_code == 400
     msg = bad.json()["error"]["message"]
     assert msg.startswith("variants/int8:") and "url" in msg and "colour: unknown key" in msg
+    pool = _put(rig, "int1", {"engine": "local", "path": str(tmp_path / "nope"), "threads": torch.get_num_threads() + 1})
+    assert pool.status_code == 400 and "shared by every local variant" in pool.json()["error"]["message"]
     missing = _put(rig, "int1", {"engine": "local", "path": str(tmp_path / "nope")})
     assert missing.status_code == 400 and "cannot load" in missing.json()["error"]["message"]
     used = httpx.delete(rig.url + "/admin/variants/bf16", headers=ADMIN_AUTH)
