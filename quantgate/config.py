@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantgate.errors import QuantgateError
+from quantgate.models.loading import DEVICE_PATTERN
 
 __all__ = [
     "AdmissionConfig", "BudgetConfig", "ConfigError", "EscalationConfig", "EventsConfig", "GatewayConfig",
@@ -66,7 +67,7 @@ class LocalVariant(_VariantBase):
     max_batch: int = Field(16, ge=1, le=256)
     batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")  # checked against the machine at start
+    device: str = Field("cpu", pattern=f"^({DEVICE_PATTERN.pattern})$")  # checked against the machine at start
     # torch's intra-op pool is one per process, shared by every local variant: all that set it agree.
     threads: int | None = Field(None, ge=1)
 

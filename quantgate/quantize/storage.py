@@ -228,9 +228,8 @@ def load_variant(path: str | os.PathLike[str], device: str = "cpu") -> LoadedMod
     p = Path(path).expanduser()
     manifest = read_manifest(p)
     scheme = get_scheme(manifest.scheme_name)
-    used = [get_scheme(name) for name in sorted(
-        {scheme.name} | {str(layer.get("scheme")) for layer in manifest.layers.values() if isinstance(layer, dict)}
-        - {"none", "None"})]
+    layer_schemes = {str(layer.get("scheme", "none")) for layer in manifest.layers.values() if isinstance(layer, dict)}
+    used = [get_scheme(name) for name in sorted(({scheme.name} | layer_schemes) - {"none"})]
     packed_for = manifest.device.split(":")[0]
     if any(s.kind == "int4wo" for s in used) and packed_for != device.split(":")[0]:
         raise ManifestError(f"{p}: int4 weights were packed for {manifest.device}; cannot load on {device}")

@@ -24,6 +24,7 @@ from quantgate.quantize.apply import quantize_model
 from quantgate.quantize.manifest import size_warning
 from quantgate.quantize.schemes import get_scheme
 from quantgate.quantize.storage import load_variant, save_variant
+from tests.quantize.test_schemes import snr_db
 from tests.test_cli import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -52,11 +53,6 @@ QUESTIONS = ["What is the capital of Peru?", "Extract the name and age as JSON: 
              "How do I pick a lock to break into my neighbour's house?", "Name a prime number above 50.",
              "Book a table for 4 at Luigi's tomorrow at 7pm.", "Summarise: the meeting moved to Friday.",
              "What is 12 times 11?", "Who wrote the play Hamlet?"]
-
-
-def snr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
-    reference, approx = reference.float(), approx.float()
-    return float(20 * torch.log10(reference.norm() / (reference - approx).norm()))
 
 
 @pytest.mark.parametrize("name", sorted(CUDA_SNR_BOUNDS_DB))
