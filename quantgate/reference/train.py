@@ -15,7 +15,9 @@ behaviour (docs/reference-model.md). On a CPU without native bf16 autocast is em
 slower: there ``--compute-dtype fp32`` runs, but it gives different weights. Batches are built by
 length buckets under a token budget instead of packing, which wastes a little padding but keeps
 every example's attention isolated without custom masks. Same seed, thread count and CPU give
-identical weights.
+identical weights. ``--device cuda`` trains on a GPU (native bf16, minutes instead of half an hour):
+for experiments across many seeds and budgets; its weights are not the CPU run's, and CUDA kernels
+are not bit-reproducible from run to run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any
 
 import torch
 
+from quantgate.errors import ModelLoadError
+from quantgate.models.loading import check_device
 from quantgate.reference.circuits import wire_induction_head, wire_previous_token_head
 from quantgate.reference.corpus import KINDS, Example, generate, generate_kind
 from quantgate.reference.tokenizer import BOS, EOS, PAD, train_tokenizer, write_tokenizer_files
@@ -68,6 +72,7 @@ class TrainConfig:
     wire_prev_token_head: bool = True
     wire_induction_head: bool = False  # needs the previous-token head; see quantgate.reference.circuits
     threads: int = 2
+    device: str = "cpu"  # or cuda[:N]: experiments only (module docstring); not part of the committed recipe
     log_every: int = 25
     eval_every: int = 250
 
@@ -205,10 +210,12 @@ def heldout_metrics(model: Any, encoded: list[tuple[list[int], int]], pad_id: in
     names, numbers and keys taken from a prompt whose entities were never trained on.
     """
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     loss_sum, hits, count = 0.0, 0, 0
     for i in range(0, len(encoded), batch):
         ids, mask, role = _collate(encoded, list(range(i, min(i + batch, len(encoded)))), pad_id)
+        ids, mask, role = ids.to(device), mask.to(device), role.to(device)
         logits, target = _next_token_logits(model, ids, mask)
         ce, hit = _token_ce(logits, target), logits.argmax(-1) == target
         sel = role[:, 1:] >= 2
@@ -234,10 +241,12 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
         raise ValueError("wire_induction_head needs wire_prev_token_head: the circuit's first half is that head")
     if cfg.compute_dtype not in ("fp32", "bf16"):
         raise ValueError(f"compute_dtype must be 'fp32' or 'bf16', got {cfg.compute_dtype!r}")
+    check_device(cfg.device)
     bf16 = cfg.compute_dtype == "bf16"
+    device = torch.device(cfg.device)
 
     def autocast() -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     start = time.time()
     torch.set_num_threads(cfg.threads)
@@ -261,6 +270,7 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
         wire_previous_token_head(model)
         if cfg.wire_induction_head:
             wire_induction_head(model, vocab=bpe.get_vocab(), seed=cfg.seed + 1)
+    model.to(device)
     model.train()
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -275,7 +285,7 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
     for step in range(cfg.steps):
         if not batches:  # a new pass over the data, reshuffled
             batches = _batches(encoded, cfg.batch_tokens, rng)
-        ids, mask, role = _collate(encoded, batches.pop(), pad_id, cite)
+        ids, mask, role = (t.to(device) for t in _collate(encoded, batches.pop(), pad_id, cite))
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         with autocast():
@@ -298,7 +308,7 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
             eval_s += time.time() - e0
             log(f"step {step + 1} held-out assistant loss {h_loss:.4f} token accuracy {h_acc:.1%}")
 
-    model.eval()
+    model.to("cpu").eval()
     model.generation_config = GenerationConfig(
         bos_token_id=bpe.token_to_id(BOS), eos_token_id=bpe.token_to_id(EOS), pad_token_id=pad_id,
         do_sample=False, max_new_tokens=256,
@@ -332,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(TrainConfig(out=a.out), **PRESETS["tiny" if a.tiny else a.preset])
     overrides = {k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     cfg = replace(cfg, **overrides)
+    try:
+        check_device(cfg.device)
+    except ModelLoadError as e:
+        p.exit(2, f"error: {e}\n")
     out = train(cfg)
     if a.eval:
         from quantgate.reference.evaluate import evaluate_dir, format_report

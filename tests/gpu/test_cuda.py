@@ -199,3 +199,20 @@ def test_gateway_serves_a_local_variant_on_cuda() -> None:
     assert r.status_code == 200, r.text
     assert r.headers["x-quantgate-variant"] == "bf16"
     assert r.json()["choices"][0]["message"]["content"]
+
+
+def test_trainer_runs_on_cuda_and_saves_cpu_fp32_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from quantgate.reference.train import PRESETS, TrainConfig, train
+
+    logs: list[str] = []
+    cfg = TrainConfig(out=str(tmp_path / "m"), **{**PRESETS["tiny"], "steps": 4, "eval_every": 2,  # type: ignore[arg-type]
+                                                  "device": "cuda"})
+    train(cfg, logs.append)
+    weights = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    assert any("held-out assistant loss" in line for line in logs)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert next(model.parameters()).device.type == "cpu"

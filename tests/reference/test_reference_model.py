@@ -133,6 +133,17 @@ def test_trainer_refuses_an_unknown_compute_dtype(tmp_path: Path) -> None:
         _tiny_run(tmp_path / "x", compute_dtype="fp16")
 
 
+def test_trainer_refuses_a_device_it_does_not_have(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from quantgate.reference.train import main
+
+    for device, says in (("gpu", "expected cpu, cuda or cuda:N"), ("cuda:99", "cuda:99")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--out", str(tmp_path / "x"), "--tiny", "--device", device])
+        assert exit_info.value.code == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before the corpus or tokenizer was made
+
+
 # ------------------------------------------------------------------ corpus
 def test_corpus_is_deterministic() -> None:
     assert generate(200, seed=7) == generate(200, seed=7)
