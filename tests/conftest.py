@@ -55,13 +55,21 @@ def _arch_config(arch: str, eos: int, pad: int) -> Any:
         return t.MistralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                                num_key_value_heads=2, max_position_embeddings=512, sliding_window=64,
                                bos_token_id=None, **common)
+    if arch == "bloom":  # ALiBi biases built from the 2D mask, no position embeddings
+        return t.BloomConfig(hidden_size=128, n_layer=2, n_head=4, bos_token_id=None, **common)
+    if arch == "gemma2":  # sliding and full layers in turn, logit soft-capping
+        return t.Gemma2Config(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=32, max_position_embeddings=512, sliding_window=64,
+                              bos_token_id=None, **common)
+    if arch == "mamba":  # a recurrent state instead of keys and values
+        return t.MambaConfig(hidden_size=64, num_hidden_layers=2, bos_token_id=None, **common)
     return t.MixtralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
                            max_position_embeddings=512, bos_token_id=None, **common)
 
 
 def build_tiny_arch_model(path: Path, arch: str) -> Path:
-    """A tiny random ``gpt2``, ``falcon``, ``mistral`` or ``mixtral`` (transformers' classes) with the tiny Llama's tokenizer."""
+    """A tiny random model of a transformers architecture (``_arch_config``'s names) with the tiny Llama's tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -64,7 +64,7 @@ class RunningBatch:
             raise ValueError("continuous batching runs in eager mode; the compiled path keeps fixed batch shapes")
         self.engine = engine
         self.capacity = capacity
-        self._own_mask = kvcache.full_attention_only(engine.model.config)
+        self._own_mask = kvcache.takes_additive_mask(engine.model)
         self._reset()
 
     def _reset(self) -> None:

@@ -22,7 +22,12 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 __all__ = ["GrowableLayer", "additive_mask", "append", "full_attention_only", "left_padded", "new_cache", "place",
-           "select", "trim", "widen"]
+           "select", "takes_additive_mask", "trim", "unsupported_cache", "widen"]
+
+# Cache layer kinds (transformers' ``layer_types``) whose keys and values this cache can hold: sliding
+# and chunked layers keep every column here and transformers masks the ones out of reach; "dummy"
+# layers (MoE-only, or reusing another layer's cache) store nothing.
+_ATTENTION_LAYERS = frozenset({"full_attention", "sliding_attention", "chunked_attention", "dummy"})
 
 _MIN_CAPACITY = 64
 
@@ -56,6 +61,40 @@ def full_attention_only(config: object) -> bool:
     if layer_types is not None:
         return all(t == "full_attention" for t in layer_types)
     return getattr(config, "sliding_window", None) is None
+
+
+def takes_additive_mask(model: object) -> bool:
+    """Whether decode steps may hand ``model`` a prepared ``additive_mask``.
+
+    Besides full attention everywhere, the model must build its masks through transformers'
+    attention interface (``_supports_attention_backend``), which takes a 4D mask as given; older
+    implementations read the 2D mask themselves (BLOOM builds its ALiBi biases from it) and fail
+    on a 4D one.
+    """
+    return full_attention_only(getattr(model, "config", None)) and bool(
+        getattr(type(model), "_supports_attention_backend", False))
+
+
+def unsupported_cache(model: object) -> str | None:
+    """Why this cache cannot serve ``model`` (a recurrent or linear-attention state), or None.
+
+    Mamba, RWKV and hybrids (Jamba, Falcon-H1, Qwen3-Next ...) keep convolution or recurrent states
+    besides (or instead of) keys and values; without this check they failed at the first decode with
+    an IndexError from inside transformers.
+    """
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    supports = getattr(type(model), "_supports_default_dynamic_cache", None)
+    if callable(supports) and not supports():
+        return f"{type(model).__name__} keeps a cache of its own kind, not keys and values per layer"
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    other = sorted(set(layer_types) - _ATTENTION_LAYERS)
+    if other:
+        return f"layers of type {', '.join(other)} keep a recurrent state, not only keys and values"
+    return None
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:

@@ -45,7 +45,7 @@ from quantgate.engines.types import (
     TokenDelta,
     Usage,
 )
-from quantgate.errors import QuantgateError
+from quantgate.errors import ModelLoadError, QuantgateError
 from quantgate.models.chat import render_chat
 from quantgate.models.loading import LoadedModel
 from quantgate.quantize.codec import is_quantized
@@ -110,6 +110,10 @@ class LocalEngine:
         # None: freeze where it costs no second copy of the weights (module docstring).
         self.freeze = freeze if freeze is not None else any(is_quantized(p) for p in self.model.parameters())
         self.device = loaded.device
+        unsupported = kvcache.unsupported_cache(self.model)
+        if unsupported is not None:
+            raise ModelLoadError(f"{loaded.path}: {unsupported}; quantgate's local engine serves attention models "
+                                 f"(serve this one through an upstream server)")
         config = self.model.config
         self.max_context = int(getattr(config, "max_position_embeddings", 2048))
         self.pad_id = self._pad_id()

@@ -153,3 +153,14 @@ def test_only_full_attention_models_take_the_prepared_mask() -> None:
     assert kvcache.full_attention_only(Qwen2Config(use_sliding_window=False))
     assert not kvcache.full_attention_only(Qwen2Config(use_sliding_window=True, sliding_window=64, max_window_layers=1,
                                                        num_hidden_layers=2))
+
+
+def test_only_models_on_the_attention_interface_take_the_prepared_mask(engine: LocalEngine, tmp_path: Path) -> None:
+    from tests.conftest import build_tiny_arch_model
+
+    mistral = load_model(build_tiny_arch_model(tmp_path / "mistral", "mistral")).model
+    bloom = load_model(build_tiny_arch_model(tmp_path / "bloom", "bloom")).model
+    assert kvcache.takes_additive_mask(engine.model)  # the tiny Llama
+    assert not kvcache.takes_additive_mask(mistral)  # sliding window: transformers builds that mask itself
+    assert not kvcache.takes_additive_mask(bloom)  # ALiBi from the 2D mask
+    assert kvcache.unsupported_cache(bloom) is None

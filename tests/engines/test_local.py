@@ -182,10 +182,12 @@ def test_frozen_compiled_step_matches_eager(tiny_model_dir: Path, scheme: str) -
     assert loaded.model.config._attn_implementation == attention
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "mistral"])
+@pytest.mark.parametrize("arch", ["gpt2", "mistral", "gemma2", "bloom"])
 def test_greedy_matches_transformers_generate_on_other_architectures(arch: str, tmp_path: Path) -> None:
     # GPT-2: learned absolute positions (position ids from the mask must match its own); Mistral:
-    # a 64-token sliding window that the 200-token prompt crosses, over quantgate's growable cache
+    # a 64-token sliding window that the 200-token prompt crosses, over quantgate's growable cache;
+    # Gemma 2: sliding and full layers in turn; BLOOM: ALiBi built from the 2D mask, which a
+    # prepared 4D decode mask broke (batched generation failed with a ValueError)
     from tests.conftest import build_tiny_arch_model
 
     loaded = load_model(build_tiny_arch_model(tmp_path / arch, arch))
@@ -199,6 +201,21 @@ def test_greedy_matches_transformers_generate_on_other_architectures(arch: str, 
         ref = loaded.model.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=None,
                                     pad_token_id=loaded.tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
         assert got == ref[: len(got)] and got
+
+
+def test_a_model_with_a_recurrent_state_is_refused_with_a_clear_error(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # Mamba keeps convolution and SSM states, which quantgate's key/value cache cannot hold; it used
+    # to load and then fail at the first decode step with an IndexError from inside transformers
+    from tests.conftest import build_tiny_arch_model
+    from tests.test_cli import assert_one_line_error, run
+
+    path = build_tiny_arch_model(tmp_path / "mamba", "mamba")
+    with pytest.raises(QuantgateError, match="linear_attention keep a recurrent state.*serves attention models"):
+        LocalEngine(load_model(path))
+    capsys.readouterr()  # building the model printed progress bars
+    code, _, err = run(["generate", "--model", str(path), "--prompt", "hi"], capsys)
+    assert_one_line_error(code, err, "recurrent state")
 
 
 def test_gpt_oss_harmony_markers_survive_decoding(tiny_model_dir: Path, tmp_path: Path) -> None:
