@@ -343,10 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     cfg = replace(cfg, **overrides)
     try:
-        check_device(cfg.device)
+        out = train(cfg)  # refuses a missing device before any work
     except ModelLoadError as e:
         p.exit(2, f"error: {e}\n")
-    out = train(cfg)
     if a.eval:
         from quantgate.reference.evaluate import evaluate_dir, format_report
 
