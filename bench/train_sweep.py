@@ -58,12 +58,12 @@ def parse_run(text: str) -> tuple[str, str]:
     return name, args
 
 
-def golden_by_kind(store: Path) -> dict[str, int]:
-    """Cases passed per behaviour (the id's prefix) on each case's first sample."""
+def golden_by_kind(store: Path) -> tuple[dict[str, int], int]:
+    """Cases passed per behaviour (the id's prefix) on each case's first sample, and the number of cases."""
     with sqlite3.connect(store) as db:
         rows = db.execute("select substr(case_id, 1, instr(case_id, '-') - 1), sum(passed), count(*) "
                           "from cases where sample = 0 group by 1").fetchall()
-    return {kind: int(passed) for kind, passed, _ in rows} | {"_cases": sum(int(n) for *_, n in rows)}
+    return {kind: int(passed) for kind, passed, _ in rows}, sum(int(n) for *_, n in rows)
 
 
 class Sweep:
@@ -104,9 +104,8 @@ class Sweep:
         if rc != 0:
             result.status = "eval-failed"
         else:
-            by_kind = golden_by_kind(store)
-            result.golden_cases = by_kind.pop("_cases")
-            result.golden, result.golden_total = by_kind, sum(by_kind.values())
+            result.golden, result.golden_cases = golden_by_kind(store)
+            result.golden_total = sum(result.golden.values())
             result.status = "graded"
         self.write()
 

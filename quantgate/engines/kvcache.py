@@ -18,6 +18,8 @@ the batch sizes a CPU engine runs (16) that waste is small.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -63,7 +65,7 @@ def full_attention_only(config: object) -> bool:
     return getattr(config, "sliding_window", None) is None
 
 
-def takes_additive_mask(model: object) -> bool:
+def takes_additive_mask(model: Any) -> bool:
     """Whether decode steps may hand ``model`` a prepared ``additive_mask``.
 
     Besides full attention everywhere, the model must build its masks through transformers'
@@ -71,11 +73,10 @@ def takes_additive_mask(model: object) -> bool:
     implementations read the 2D mask themselves (BLOOM builds its ALiBi biases from it) and fail
     on a 4D one.
     """
-    return full_attention_only(getattr(model, "config", None)) and bool(
-        getattr(type(model), "_supports_attention_backend", False))
+    return full_attention_only(model.config) and bool(getattr(type(model), "_supports_attention_backend", False))
 
 
-def unsupported_cache(model: object) -> str | None:
+def unsupported_cache(model: Any) -> str | None:
     """Why this cache cannot serve ``model`` (a recurrent or linear-attention state), or None.
 
     Mamba, RWKV and hybrids (Jamba, Falcon-H1, Qwen3-Next ...) keep convolution or recurrent states
@@ -87,10 +88,7 @@ def unsupported_cache(model: object) -> str | None:
     supports = getattr(type(model), "_supports_default_dynamic_cache", None)
     if callable(supports) and not supports():
         return f"{type(model).__name__} keeps a cache of its own kind, not keys and values per layer"
-    config = getattr(model, "config", None)
-    if config is None:
-        return None
-    layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    layer_types, _ = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
     other = sorted(set(layer_types) - _ATTENTION_LAYERS)
     if other:
         return f"layers of type {', '.join(other)} keep a recurrent state, not only keys and values"
