@@ -128,6 +128,22 @@ def test_trainer_bf16_autocast_is_deterministic_and_saves_fp32(tmp_path: Path) -
     assert any(not torch.equal(a[k], fp32[k]) for k in a)
 
 
+def test_bf16_training_on_cpu_raises_the_onednn_cache_and_a_user_setting_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from quantgate.reference.train import ONEDNN_CACHE_CAPACITY, ONEDNN_CACHE_ENV
+
+    monkeypatch.delenv(ONEDNN_CACHE_ENV, raising=False)
+    _tiny_run(tmp_path / "fp32", compute_dtype="fp32")
+    assert ONEDNN_CACHE_ENV not in os.environ  # fp32 builds no bf16 primitives: nothing to change
+    _tiny_run(tmp_path / "bf16", compute_dtype="bf16")
+    assert os.environ[ONEDNN_CACHE_ENV] == str(ONEDNN_CACHE_CAPACITY)
+    monkeypatch.setenv(ONEDNN_CACHE_ENV, "2048")
+    _tiny_run(tmp_path / "mine", compute_dtype="bf16")
+    assert os.environ[ONEDNN_CACHE_ENV] == "2048"
+
+
 def test_trainer_refuses_an_unknown_compute_dtype(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="compute_dtype must be 'fp32' or 'bf16', got 'fp16'"):
         _tiny_run(tmp_path / "x", compute_dtype="fp16")
