@@ -1,12 +1,19 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates .venv on first use, installs quantgate, runs `quantgate demo`
 #   make test   the same set-up, then the test suite (what .ci/run calls)
+# and one that rebuilds the bundled model (~30-40 minutes on 2 cores; OUT= writes elsewhere):
+#   make retrain  trains quantgate/reference/weights, with jemalloc preloaded where it is installed
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+OUT ?= quantgate/reference/weights
+# glibc malloc let a full CPU run grow past 11 GB resident and slow down as it went; jemalloc
+# does not (docs/reference-model.md, Retraining). Empty where none is installed: the run goes on.
+JEMALLOC ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \
+	/usr/lib/aarch64-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/local/lib/libjemalloc.so.2))
 
-.PHONY: demo test test-all bench clean-venv
+.PHONY: demo test test-all bench retrain clean-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "quantgate needs Python 3.11+")'
@@ -28,6 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/checks.py
+
+retrain: $(STAMP)
+	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(BIN)/python -m quantgate.reference.train --out $(OUT) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

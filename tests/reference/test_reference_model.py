@@ -144,6 +144,45 @@ def test_bf16_training_on_cpu_raises_the_onednn_cache_and_a_user_setting_wins(
     assert os.environ[ONEDNN_CACHE_ENV] == "2048"
 
 
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+
+
+def test_malloc_name_reads_the_mapped_allocator() -> None:
+    from quantgate.reference.train import malloc_name
+
+    libc = "7f1c2a000000-7f1c2a028000 r--p 00000000 08:01 131 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    assert malloc_name(libc) == "system"
+    assert malloc_name(libc + "7f1c2b000000-7f1c2b0a0000 r-xp 00000000 08:01 140 "
+                       "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n") == "jemalloc"
+    assert malloc_name(libc + "7f00-7f80 r-xp 0 08:01 9 /usr/lib/libtcmalloc_minimal.so.4.5.9\n") == "tcmalloc"
+    assert malloc_name() in ("system", "jemalloc", "tcmalloc", "mimalloc")  # this process, on Linux
+
+
+def test_trainer_logs_its_allocator_and_hints_at_jemalloc_under_the_system_malloc(tmp_path: Path) -> None:
+    from quantgate.reference.train import PRESETS, TrainConfig, malloc_name, train
+
+    lines: list[str] = []
+    cfg = TrainConfig(out=str(tmp_path / "m"), **{**PRESETS["tiny"], "steps": 1})  # type: ignore[arg-type]
+    train(cfg, log=lines.append)
+    said = [line for line in lines if line.startswith("malloc: ")]
+    assert said and said[0].startswith(f"malloc: {malloc_name()}")
+    assert ("make retrain" in said[0]) == (malloc_name() == "system")
+
+
+@pytest.mark.skipif(not JEMALLOC.exists(), reason=f"{JEMALLOC} is not installed")
+def test_trainer_run_with_jemalloc_preloaded_says_so(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LD_PRELOAD": str(JEMALLOC)}
+    argv = [sys.executable, "-m", "quantgate.reference.train", "--out", str(tmp_path / "m"), "--preset", "tiny",
+            "--steps", "1"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "malloc: jemalloc\n" in done.stdout
+
+
 def test_trainer_refuses_an_unknown_compute_dtype(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="compute_dtype must be 'fp32' or 'bf16', got 'fp16'"):
         _tiny_run(tmp_path / "x", compute_dtype="fp16")
