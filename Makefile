@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates .venv on first use, installs quantgate, runs `quantgate demo`
 #   make test   the same set-up, then the test suite (what .ci/run calls)
-# and one that rebuilds the bundled model (~30-40 minutes on 2 cores; OUT= writes elsewhere):
+# and one that rebuilds the bundled model (half an hour or more on 2 cores; OUT= and ARGS= pass on):
 #   make retrain  trains quantgate/reference/weights, with jemalloc preloaded where it is installed
 PYTHON ?= python3
 VENV ?= .venv

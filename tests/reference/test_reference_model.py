@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,13 +96,14 @@ def test_chat_template_renders_tools_and_tool_calls(reference: tuple[object, obj
 
 
 # ------------------------------------------------------------------ trainer
-def _tiny_run(out: Path, **overrides: object) -> dict[str, torch.Tensor]:
+def _tiny_run(out: Path, log: Callable[[str], object] = lambda _msg: None,
+              **overrides: object) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     from quantgate.reference.train import PRESETS, TrainConfig, train
 
     cfg = TrainConfig(out=str(out), **{**PRESETS["tiny"], "steps": 3, **overrides})  # type: ignore[arg-type]
-    train(cfg, log=lambda _msg: None)
+    train(cfg, log=log)
     return load_file(str(out / "model.safetensors"))
 
 
@@ -159,11 +161,10 @@ def test_malloc_name_reads_the_mapped_allocator() -> None:
 
 
 def test_trainer_logs_its_allocator_and_hints_at_jemalloc_under_the_system_malloc(tmp_path: Path) -> None:
-    from quantgate.reference.train import PRESETS, TrainConfig, malloc_name, train
+    from quantgate.reference.train import malloc_name
 
     lines: list[str] = []
-    cfg = TrainConfig(out=str(tmp_path / "m"), **{**PRESETS["tiny"], "steps": 1})  # type: ignore[arg-type]
-    train(cfg, log=lines.append)
+    _tiny_run(tmp_path / "m", log=lines.append, steps=1)
     said = [line for line in lines if line.startswith("malloc: ")]
     assert said and said[0].startswith(f"malloc: {malloc_name()}")
     assert ("make retrain" in said[0]) == (malloc_name() == "system")
