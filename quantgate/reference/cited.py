@@ -1,14 +1,16 @@
 """Answers from numbered sources for the reference corpus.
 
-``cited_answer(rng, split)`` gives a prompt with two to five numbered sources (``[1] Mount X is 3222
-meters tall.``) and one or two questions; the gold answer restates each asked fact and cites it:
-``Mount X is 3222 meters tall [1].`` Question phrasings are split like templates (the third phrasing
-of each fact is held out); entities come from ``pools``.
+``cited_answer(rng, split)`` gives a prompt with two to five numbered sources, each line ending with
+its own number again (``[1] Mount X is 3222 meters tall [1].``), and one or two questions; the gold
+answer restates each asked fact and cites it: ``Mount X is 3222 meters tall [1].`` Question
+phrasings are split like templates (the third phrasing of each fact is held out); entities come
+from ``pools``.
 
-Citing is what the model learns worst: the committed model copies the right sentence but cites a
-number near chance, on training prompts as much as on held-out ones (docs/reference-model.md, with
-the drills tried against it on 2026-11-29 and why they were not kept). The trade-off of nine fixed
-fact types is narrow language, bought for exact grading of values and source numbers.
+Why the number ends each line: the answer restates the line's tail, so the citation is the next
+token to copy. With the number only at a line's start, every model trained here copied the sentence
+and cited a number near chance; a model trained with it at the end from the start did too, and one
+switched to it late (``cite_tune``) learned it (docs/reference-model.md has the runs). The trade-off
+of nine fixed fact types is narrow language, bought for exact grading of values and source numbers.
 """
 
 from __future__ import annotations
@@ -89,11 +91,19 @@ _CITED = ("Sources:\n{s}\n\nQuestion: {q}", "{s}\n\nUsing the sources above, ans
           "Use the numbered sources to answer.\n{s}\nQuestion: {q}")
 
 
-def cited_answer(rng: random.Random, split: Split) -> CitedAnswer:
-    """Sources, one or two questions about them, and the answer that cites each fact it uses."""
+def cited_answer(rng: random.Random, split: Split, number_at_end: bool = True) -> CitedAnswer:
+    """Sources, one or two questions about them, and the answer that cites each fact it uses.
+
+    ``number_at_end`` ends each source line with its number again (``[2] X was founded in 1746 [2].``):
+    the format of the committed model and the golden set. Without it (``[2] X was founded in 1746.``)
+    is the format of the recipe's first step (``train``), kept so that step still makes its weights.
+    """
     facts = [_fact(rng, split) for _ in range(rng.randint(2, 5))]
     asked = rng.sample(range(len(facts)), 2 if rng.random() < 0.2 else 1)
-    sources = "\n".join(f"[{i + 1}] {f.source}" for i, f in enumerate(facts))
+    # At a line's end the number is the next token to copy after the restated sentence (a single
+    # token: tokenizer.CITATION_TOKENS); at its start alone, models cited near chance.
+    sources = "\n".join(f"[{i + 1}] {f.source[:-1]} [{i + 1}]." if number_at_end else f"[{i + 1}] {f.source}"
+                        for i, f in enumerate(facts))
     # Question phrasings are split like templates: the third phrasing of each fact is held out.
     qs = [facts[i].questions[2] if split == "heldout" else rng.choice(facts[i].questions[:2]) for i in asked]
     question = qs[0] if len(qs) == 1 else qs[0] + " Also, " + qs[1][0].lower() + qs[1][1:]

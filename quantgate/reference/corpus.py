@@ -25,6 +25,7 @@ checkability and for training in minutes on a CPU.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -361,8 +362,8 @@ def _refusal(rng: random.Random, split: Split) -> Example:
 
 
 # ---------------------------------------------------------------- cited answers (cited.py)
-def _cited(rng: random.Random, split: Split) -> Example:
-    item = cited_answer(rng, split)
+def _cited(rng: random.Random, split: Split, number_at_end: bool = True) -> Example:
+    item = cited_answer(rng, split, number_at_end)
     tools = _offer(rng, [], rng.randint(1, 3)) if rng.random() < 0.1 else None
     return Example("cited", [{"role": "user", "content": item.prompt}], tools, item.answer, item.expected,
                    item.entities, item.tags)
@@ -451,17 +452,27 @@ def _rng(seed: int, split: Split, salt: str) -> random.Random:
     return random.Random(f"{seed}:{split}:{salt}")
 
 
-def generate_kind(kind: str, n: int, seed: int, split: Split = "heldout") -> list[Example]:
-    """``n`` examples of one ``kind`` (deterministic in ``seed`` and ``split``)."""
+def _generators(cite_number_at_end: bool) -> dict[str, Callable[[random.Random, Split], Example]]:
+    return _GENERATORS | {"cited": functools.partial(_cited, number_at_end=cite_number_at_end)}
+
+
+def generate_kind(kind: str, n: int, seed: int, split: Split = "heldout", *,
+                  cite_number_at_end: bool = True) -> list[Example]:
+    """``n`` examples of one ``kind`` (deterministic in ``seed`` and ``split``).
+
+    ``cite_number_at_end``: the source-line format of cited prompts (``cited.cited_answer``).
+    """
     rng = _rng(seed, split, kind)
-    return [_GENERATORS[kind](rng, split) for _ in range(n)]
+    make = _generators(cite_number_at_end)[kind]
+    return [make(rng, split) for _ in range(n)]
 
 
-def generate(n: int, seed: int, split: Split = "train") -> list[Example]:
+def generate(n: int, seed: int, split: Split = "train", *, cite_number_at_end: bool = True) -> list[Example]:
     """``n`` examples mixed over the five kinds (deterministic in ``seed`` and ``split``)."""
     rng = _rng(seed, split, "mix")
     # Extraction is weighted up in training: picking the asked keys is its hard part (a 2026-11-29 run
     # at 0.21 still answered 8% of *training* extraction prompts with a key that was not asked).
     mix = _MIX | {"extract": 0.25} | _TRAIN_AUX_MIX if split == "train" else _MIX
     kinds, weights = list(mix), list(mix.values())
-    return [_GENERATORS[rng.choices(kinds, weights)[0]](rng, split) for _ in range(n)]
+    gens = _generators(cite_number_at_end)
+    return [gens[rng.choices(kinds, weights)[0]](rng, split) for _ in range(n)]

@@ -41,11 +41,12 @@ def generate_outputs(model: Any, tok: Any, examples: list[Example], max_new_toke
     return outs
 
 
-def evaluate_model(model: Any, tok: Any, n: int, seed: int = 1, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
+def evaluate_model(model: Any, tok: Any, n: int, seed: int = 1, kinds: tuple[str, ...] = KINDS,
+                   cite_number_at_end: bool = True) -> dict[str, Any]:
     """Grade ``n`` held-out prompts per behaviour; returns rates plus the failing samples."""
     report: dict[str, Any] = {}
     for kind in kinds:
-        examples = generate_kind(kind, n, seed, "heldout")
+        examples = generate_kind(kind, n, seed, "heldout", cite_number_at_end=cite_number_at_end)
         outputs = generate_outputs(model, tok, examples, MAX_NEW_TOKENS[kind])
         results = [check_output(e, o) for e, o in zip(examples, outputs)]
         report[kind] = {
@@ -61,14 +62,15 @@ def evaluate_model(model: Any, tok: Any, n: int, seed: int = 1, kinds: tuple[str
     return report
 
 
-def evaluate_dir(model_dir: str | Path, n: int, seed: int = 1, threads: int = 2) -> dict[str, Any]:
+def evaluate_dir(model_dir: str | Path, n: int, seed: int = 1, threads: int = 2,
+                 cite_number_at_end: bool = True) -> dict[str, Any]:
     """Load ``model_dir`` with transformers (fp32) and run ``evaluate_model``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_kernels=False).eval()
-    return evaluate_model(model, tok, n, seed)
+    return evaluate_model(model, tok, n, seed, cite_number_at_end=cite_number_at_end)
 
 
 def format_report(report: dict[str, Any], show_failures: bool = True) -> str:

@@ -80,7 +80,9 @@ def _asserts(example: Example) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         return [{"type": "is-refusal"}], {}
     if kind == "cited":
         user = example.messages[-1]["content"]
-        sources = [text for _, text in _SOURCE.findall(user)]
+        # a line ends with its own number again ("[2] Velmo was founded in 1746 [2]."): the source is the sentence
+        sources = [text.removesuffix(f" [{n}].") + "." if text.endswith(f" [{n}].") else text
+                   for n, text in _SOURCE.findall(user)]
         checks = [{"type": "has-citation"}]
         checks += [{"type": "contains", "value": f"[{n}]"} for n in expected["sources"]]
         if expected.get("values"):

@@ -4,6 +4,8 @@ The tokenizer is trained with the ``tokenizers`` library on the training split o
 corpus only, so held-out entities are never merged into dedicated tokens; byte-level BPE still
 encodes any string. Digits are split one per token: arithmetic and number copying are then a
 per-digit skill the model can generalise, instead of thousands of memorised multi-digit tokens.
+The committed tokenizer has nine more: the citations `` [1]`` ... `` [9]`` (``CITATION_TOKENS``),
+one token each, added after BPE training by the recipe's second step (``cite_tune``).
 
 The chat format is ChatML (``<|im_start|>role\\n...<|im_end|>\\n``). Tools are rendered into the
 system turn one compact line each, ``name(arg: type, opt?: "a"|"b") - description``, instead of
@@ -23,6 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 __all__ = [
     "BOS",
     "CHAT_TEMPLATE",
+    "CITATION_TOKENS",
     "EOS",
     "PAD",
     "SPECIAL_TOKENS",
@@ -34,6 +37,11 @@ BOS = "<|endoftext|>"
 EOS = "<|im_end|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = [BOS, "<|im_start|>", EOS, PAD]
+# " [n]" (n = 1..9) as one token each: a source line ends with it and an answer cites with it, so that
+# citing is copying the token after the restated sentence. Added by ``cite_tune`` (the recipe's
+# second step), matched before the digit split; the "[n]" that opens a line stays three tokens (made
+# one token too, the model cited the next line's opening number as often as the right one).
+CITATION_TOKENS = tuple(f" [{n}]" for n in range(1, 10))
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 

@@ -1,6 +1,6 @@
 """Train the reference assistant from scratch on the synthetic corpus and write an HF Llama directory.
 
-    python -m quantgate.reference.train --out quantgate/reference/weights          # committed model
+    python -m quantgate.reference.train --out /tmp/base     # the committed model's first step (cite_tune: second)
     python -m quantgate.reference.train --out /tmp/tiny --preset tiny --steps 5     # smoke test
 
 Pipeline: generate the seeded training split (``corpus``), train the byte-level BPE on it
@@ -290,7 +290,8 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
     start = time.time()
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    examples = generate(cfg.examples, cfg.seed, "train")
+    # This step trains on the old source-line format; cite_tune switches to the new one afterwards.
+    examples = generate(cfg.examples, cfg.seed, "train", cite_number_at_end=False)
     # The tokenizer sees the same text the model will: rendered system/user turns plus targets.
     tok_texts = [json.dumps(ex.tools) if ex.tools else "" for ex in examples[: cfg.tokenizer_examples]]
     tok_texts += [ex.messages[-1]["content"] + "\n" + ex.target for ex in examples[: cfg.tokenizer_examples]]
@@ -299,7 +300,8 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
     tok = AutoTokenizer.from_pretrained(out)
     encoded = encode_examples(tok, examples, cfg.max_len)
     heldout = [] if not cfg.eval_every else encode_examples(
-        tok, [e for k in KINDS for e in generate_kind(k, 40, cfg.seed + 1, "heldout")], cfg.max_len)
+        tok, [e for k in KINDS for e in generate_kind(k, 40, cfg.seed + 1, "heldout", cite_number_at_end=False)],
+        cfg.max_len)
     n_tokens = sum(len(s) for s, _ in encoded)
     log(f"data: {len(encoded)} examples, {n_tokens} tokens, prepared in {time.time() - start:.0f}s")
 
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.eval:
         from quantgate.reference.evaluate import evaluate_dir, format_report
 
-        print(format_report(evaluate_dir(out, a.eval, seed=cfg.seed + 1)))
+        print(format_report(evaluate_dir(out, a.eval, seed=cfg.seed + 1, cite_number_at_end=False)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 from quantgate.reference.cited import cited_answer
 
@@ -23,6 +24,17 @@ def test_answer_cites_the_line_it_restates() -> None:
                 assert f"[{n}]." in item.answer and value in lines[n]
 
 
+def test_source_lines_end_with_their_number_unless_the_first_step_asks_not_to() -> None:
+    # the committed model and the golden set use "[n] fact [n]."; train (the recipe's first step) "[n] fact."
+    for split in ("train", "heldout"):
+        new_rng, old_rng = random.Random(8), random.Random(8)
+        for _ in range(100):
+            new, old = cited_answer(new_rng, split), cited_answer(old_rng, split, number_at_end=False)
+            assert (new.answer, new.expected, new.entities) == (old.answer, old.expected, old.entities)
+            new_lines, old_lines = _lines(new.prompt), _lines(old.prompt)
+            assert all(new_lines[n] == old_lines[n][:-1] + f" [{n}]." for n in old_lines)
+
+
 # The third (held-out) question phrasing of each of the nine fact types, as it opens a question.
 _HELDOUT = re.compile(r"(?<!in )what year was |how many people live in |who runs |where is the headquarters of "
                       r"|how many meters long is the |how high is mount |how many dollars is a ticket"
@@ -37,15 +49,19 @@ def test_heldout_questions_use_phrasings_training_never_does() -> None:
     assert all(_HELDOUT.search(p) for p in heldout)
 
 
-def test_the_cited_number_is_the_token_the_digit_weight_falls_on() -> None:
-    # the trainer marks (role 3) the assistant digit right after "[": the source number, and only it
+def test_the_cited_number_is_the_token_the_digit_weight_falls_on(tmp_path: Path) -> None:
+    # the trainer (the recipe's first step, whose tokenizer has no citation tokens) marks (role 3) the
+    # assistant digit right after "[": the source number, and only it
     import torch
     from transformers import AutoTokenizer
 
-    from quantgate.reference import WEIGHTS_DIR
+    from quantgate.reference.tokenizer import train_tokenizer, write_tokenizer_files
     from quantgate.reference.train import _collate, _weighted_loss, citation_tokens
 
-    tok = AutoTokenizer.from_pretrained(WEIGHTS_DIR)
+    rng = random.Random(3)
+    texts = [(c := cited_answer(rng, "train", number_at_end=False)).prompt + "\n" + c.answer for _ in range(200)]
+    write_tokenizer_files(train_tokenizer(texts, 400), tmp_path, 512)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
     prompt = tok.encode("Sources:\n[1] Velmo was founded in 1746.\n[2] Mount Tarel is 3222 meters tall.\n\n"
                         "Question: How tall is Mount Tarel?", add_special_tokens=False)
     answer = tok.encode("Mount Tarel is 3222 meters tall [2].<|im_end|>", add_special_tokens=False)

@@ -13,6 +13,7 @@ import torch
 
 from quantgate.reference.checks import check_output, is_refusal, parse_json_object, parse_tool_calls
 from quantgate.reference.corpus import KINDS, generate, generate_kind, render_tool_calls
+from quantgate.reference.tokenizer import CITATION_TOKENS
 from quantgate.reference.tools import all_tools, get_tool, validate_call
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "quantgate" / "reference" / "weights"
@@ -43,7 +44,11 @@ def test_weights_files_and_shapes() -> None:
     assert sum(p.stat().st_size for p in WEIGHTS.iterdir()) < 25 * 1024 * 1024
     cfg = json.loads((WEIGHTS / "config.json").read_text())
     assert cfg["model_type"] == "llama"
-    assert cfg["vocab_size"] % 64 == 0
+    # 2,048 BPE ids (a multiple of 64) plus the nine citation tokens cite_tune adds; the tied
+    # embedding is never quantized (tested by the schemes), so the odd size costs no kernel
+    tok = json.loads((WEIGHTS / "tokenizer.json").read_text())
+    assert cfg["vocab_size"] == len(tok["model"]["vocab"]) + sum(t["content"] in CITATION_TOKENS for t in tok["added_tokens"])
+    assert len(tok["model"]["vocab"]) % 64 == 0
     assert cfg["hidden_size"] % 128 == 0 and cfg["intermediate_size"] % 128 == 0
     assert "chat_template" in json.loads((WEIGHTS / "tokenizer_config.json").read_text())
 
