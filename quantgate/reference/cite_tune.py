@@ -28,7 +28,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from quantgate.reference.corpus import generate
 from quantgate.reference.tokenizer import CITATION_TOKENS, PAD, write_tokenizer_files
-from quantgate.reference.train import _batches, _collate, _weighted_loss, encode_examples
+from quantgate.reference.train import _batches, _collate, encode_examples, optimizer_step
 
 __all__ = ["CiteTuneConfig", "add_citation_tokens", "cite_tune"]
 
@@ -76,6 +76,9 @@ def cite_tune(cfg: CiteTuneConfig, log: Any = print) -> Path:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     base, out = Path(cfg.base), Path(cfg.out)
+    if not (base / "tokenizer.json").is_file() or not (base / "config.json").is_file():
+        raise ValueError(f"{base}: no tokenizer.json and config.json there: "
+                         "give cite_tune a model directory from train")
     bpe = Tokenizer.from_file(str(base / "tokenizer.json"))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     add_citation_tokens(bpe, model)
@@ -92,15 +95,10 @@ def cite_tune(cfg: CiteTuneConfig, log: Any = print) -> Path:
     for step in range(cfg.steps):
         if not batches:
             batches = _batches(encoded, cfg.batch_tokens, rng)
-        ids, mask, role = _collate(encoded, batches.pop(), pad_id)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.compute_dtype == "bf16"):
-            loss, assistant = _weighted_loss(model, ids, mask, role, cfg.prompt_loss_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        assistant = optimizer_step(model, opt, _collate(encoded, batches.pop(), pad_id),
+                                   cfg.lr * min(1.0, (step + 1) / cfg.warmup),
+                                   torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.compute_dtype == "bf16"),
+                                   cfg.prompt_loss_weight)
         if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
             log(f"step {step + 1}/{cfg.steps} assistant loss {assistant:.4f} {time.time() - start:.0f}s")
 
@@ -122,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--{f.name.replace('_', '-')}", type=str if required else type(f.default),
                        required=required, default=None if required else f.default)
     a = p.parse_args(argv)
-    cite_tune(CiteTuneConfig(**{f.name: getattr(a, f.name) for f in fields(CiteTuneConfig)}))
+    try:
+        cite_tune(CiteTuneConfig(**{f.name: getattr(a, f.name) for f in fields(CiteTuneConfig)}))
+    except (ValueError, OSError) as e:  # a wrong base (missing, not a model, already tuned): one line, exit 2
+        p.exit(2, f"error: {e}\n")
 
 
 if __name__ == "__main__":

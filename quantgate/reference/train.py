@@ -42,7 +42,7 @@ from quantgate.reference.circuits import wire_induction_head, wire_previous_toke
 from quantgate.reference.corpus import KINDS, Example, generate, generate_kind
 from quantgate.reference.tokenizer import BOS, EOS, PAD, train_tokenizer, write_tokenizer_files
 
-__all__ = ["PRESETS", "TrainConfig", "build_model", "encode_examples", "heldout_metrics", "malloc_name", "train"]
+__all__ = ["PRESETS", "TrainConfig", "build_model", "encode_examples", "heldout_metrics", "malloc_name", "optimizer_step", "train"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,21 @@ def _weighted_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, role: torc
     return (ce * weights).sum() / weights.sum().clamp(min=1.0), assistant
 
 
+def optimizer_step(model: Any, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], lr: float,
+                   autocast: torch.autocast, prompt_weight: float, digit_weight: float = 1.0) -> float:
+    """One step at ``lr`` on a ``_collate``d batch: loss under ``autocast``, gradients clipped at norm 1.
+    Returns the (unweighted) assistant loss. Shared by ``train`` and ``cite_tune``."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with autocast:
+        loss, assistant = _weighted_loss(model, *batch, prompt_weight, digit_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return assistant
+
+
 @torch.no_grad()
 def heldout_metrics(model: Any, encoded: list[tuple[list[int], int]], pad_id: int, batch: int = 32) -> tuple[float, float]:
     """Assistant-token loss and teacher-forced argmax accuracy on ``encoded`` (a held-out sample).
@@ -331,15 +346,8 @@ def train(cfg: TrainConfig, log: Any = print) -> Path:
         if not batches:  # a new pass over the data, reshuffled
             batches = _batches(encoded, cfg.batch_tokens, rng)
         ids, mask, role = (t.to(device) for t in _collate(encoded, batches.pop(), pad_id, cite))
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        with autocast():
-            loss, assistant_loss = _weighted_loss(model, ids, mask, role, cfg.prompt_loss_weight,
-                                                  cfg.citation_digit_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        assistant_loss = optimizer_step(model, opt, (ids, mask, role), _lr_at(step, cfg), autocast(),
+                                        cfg.prompt_loss_weight, cfg.citation_digit_weight)
         seen_tokens += int(mask.sum())
         loss_avg = assistant_loss if step == 0 else 0.9 * loss_avg + 0.1 * assistant_loss
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:

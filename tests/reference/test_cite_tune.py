@@ -73,3 +73,15 @@ def test_cli_needs_base_and_out(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--out", "/tmp/x"])
     assert exc.value.code == 2 and "--base" in capsys.readouterr().err
+
+
+def test_cli_names_a_wrong_base_in_one_line(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for wrong in (tmp_path / "missing", base.parent):  # a missing directory, then one that holds no model
+        with pytest.raises(SystemExit) as exc:
+            main(["--base", str(wrong), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    _tune(base, tmp_path / "tuned")
+    with pytest.raises(SystemExit) as exc:
+        main(["--base", str(tmp_path / "tuned"), "--out", str(tmp_path / "out2")])
+    assert exc.value.code == 2 and "citation tokens already" in capsys.readouterr().err
