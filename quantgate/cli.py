@@ -58,9 +58,10 @@ def _output_file(path: Path, option: str) -> Path:
     return path
 
 
-def _console() -> Console:
+def _console(stderr: bool = False) -> Console:
     # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(highlight=False, stderr=stderr, width=None if stream.isatty() else 160)
 
 
 @app.command()
@@ -137,6 +138,7 @@ def eval_command(
     store: Annotated[Path, typer.Option(help="SQLite run store.")] = DEFAULT_STORE,
     max_tokens: Annotated[int, typer.Option(min=1, help="Default answer budget (a case's metadata.max_tokens wins).")] = 256,
     export: Annotated[Optional[Path], typer.Option(help="Also write the run as JSONL here.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary (pass rates per tag) here; - for stdout.")] = None,
     device: Annotated[str, typer.Option(help="Where a local model runs: cpu, cuda, cuda:1 ...")] = "cpu",
 ) -> None:
     """Answer a golden set with one target, grade every answer, store the run."""
@@ -152,7 +154,10 @@ def eval_command(
     golden_set = load_golden(golden, default_registry())
     if export is not None:
         _output_file(export, "--export")
-    console = _console()
+    if json_out is not None and str(json_out) != "-":
+        _output_file(json_out, "--json")
+    # With --json - the summary owns stdout; the human lines go to stderr.
+    console = _console(stderr=str(json_out) == "-")
     with RunStore(store) as runs:
         with console.status(f"loading {target}"):
             opened = open_target(target, device=device)
@@ -166,8 +171,20 @@ def eval_command(
         if export:
             runs.export_jsonl(run.id, export)
     meta = run.meta
+    for tag, (passed, total) in meta["by_tag"].items():
+        console.print(f"  {tag:<24} {passed:>5}/{total:<5} {passed / total:6.1%}")
     console.print(f"run {run.id}: {meta['passed']}/{meta['cases']} cases passed, {meta['errors']} engine errors, "
                   f"{meta['seconds']:.1f}s (stored in {store}; compare with run:{run.id})")
+    if json_out is not None:
+        summary = {"run": run.id, "target": run.target, "golden": run.golden, "golden_sha256": run.golden_sha256,
+                   "cases": meta["cases"], "passed": meta["passed"], "pass_rate": meta["passed"] / max(meta["cases"], 1),
+                   "errors": meta["errors"], "seconds": round(meta["seconds"], 3),
+                   "by_tag": {t: {"passed": p, "cases": n, "pass_rate": p / n} for t, (p, n) in meta["by_tag"].items()}}
+        text = json.dumps(summary)
+        if str(json_out) == "-":
+            typer.echo(text)
+        else:
+            json_out.write_text(text + "\n", encoding="utf-8")
 
 
 @app.command()

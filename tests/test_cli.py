@@ -186,6 +186,25 @@ def test_eval_then_compare_exit_codes_and_reports(tmp_path: Path, capsys: pytest
         assert code == 0  # 30 cases: the gate warns (wide interval) and warnings exit 0
 
 
+def test_eval_json_summary_counts_passes_per_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [json.dumps({"id": f"j{i}", "prompt": f"json {i}", "assert": [{"type": "is-json"}],
+                         "tags": ["kind:even" if i % 2 == 0 else "kind:odd", "all"]}) for i in range(12)]
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("\n".join(lines))
+    with _json_server(3) as server:  # answers 0, 3, 6, 9 are broken JSON
+        code, out, err = run(["eval", server.url, "--golden", str(golden), "--store", str(tmp_path / "s.sqlite"),
+                              "--json", "-"], capsys)
+        assert code == 0 and "8/12 cases passed" in err and "kind:odd" in err
+        summary = json.loads(out)  # stdout holds the summary alone
+        assert summary["passed"] == 8 and summary["cases"] == 12 and summary["pass_rate"] == pytest.approx(8 / 12)
+        assert summary["by_tag"]["kind:even"] == {"passed": 4, "cases": 6, "pass_rate": pytest.approx(4 / 6)}
+        assert summary["by_tag"]["kind:odd"]["passed"] == 4 and summary["by_tag"]["all"]["cases"] == 12
+        code, out, _ = run(["eval", server.url, "--golden", str(golden), "--store", str(tmp_path / "s.sqlite"),
+                            "--json", str(tmp_path / "out" / "summary.json")], capsys)
+        assert code == 0 and "8/12 cases passed" in out
+        assert json.loads((tmp_path / "out" / "summary.json").read_text())["run"] == out.split("run ")[1].split(":")[0]
+
+
 def test_compare_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     golden = _golden_file(tmp_path)
     bad_golden = tmp_path / "bad.jsonl"

@@ -3,7 +3,9 @@
 Sample 0 of every case is greedy: it is what pass/fail, flips and token-level metrics compare.
 Cases with ``samples: k`` get k-1 more answers sampled at ``sample_temperature`` with seeds
 ``seed+1 ... seed+k-1``, for consistency. Requests are grouped by their token budget so a batch
-does not run to the longest budget of the set. Each case sample is stored as it finishes.
+does not run to the longest budget of the set. Each case sample is stored as it finishes. The
+run's meta counts greedy passes overall and per tag (``by_tag``: tag -> [passed, cases]), so a
+summary needs no second pass over the stored cases.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def run_eval(
     jobs.sort(key=lambda job: case_request(job[0], job[1], config).params.max_tokens)
     started = time.perf_counter()
     done = passed = errors = 0
+    by_tag: dict[str, list[int]] = {}
     for start in range(0, len(jobs), config.chunk):
         chunk = jobs[start : start + config.chunk]
         answers = target.answer([case_request(c, s, config) for c, s in chunk])
@@ -71,12 +74,17 @@ def run_eval(
             store.add_case(run.id, record)
             passed += record.passed and sample == 0
             errors += answer.error is not None
+            if sample == 0:
+                for tag in case.tags:
+                    counts = by_tag.setdefault(tag, [0, 0])
+                    counts[0] += record.passed
+                    counts[1] += 1
         done += len(chunk)
         if on_progress:
             on_progress(done, len(jobs))
     meta = dict(run.meta)
     meta.update({"seconds": time.perf_counter() - started, "cases": len(golden.cases), "samples": len(jobs),
-                 "passed": passed, "errors": errors})
+                 "passed": passed, "errors": errors, "by_tag": dict(sorted(by_tag.items()))})
     store.update_meta(run.id, meta)
     run.meta = meta
     return run
