@@ -4,7 +4,9 @@
 `` [n]`` tokens (``tokenizer.CITATION_TOKENS``) to its tokenizer and model, starts each new embedding
 at its digit's plus ``Ġ[``'s, and fine-tunes the whole model for a few hundred steps on the training
 mix with sources written ``[2] Velmo was founded in 1746 [2].``, so that the answer's citation is the
-token that follows the restated sentence in the prompt: a copy.
+token that follows the restated sentence in the prompt: a copy. Its cited questions are drawn from
+eight phrasings per fact type (the first step's two and six more, ``cited.Fact.paraphrases``), none
+of them the held-out one.
 
 Why two steps and not one format from the start: a model trained on the new format from its first
 step copied the sentence and still cited near chance (two 50-minute runs), while the same format

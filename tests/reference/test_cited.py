@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
-from quantgate.reference.cited import cited_answer
+from quantgate.reference.cited import _fact, cited_answer
 
 
 def _lines(prompt: str) -> dict[int, str]:
@@ -26,13 +27,40 @@ def test_answer_cites_the_line_it_restates() -> None:
 
 def test_source_lines_end_with_their_number_unless_the_first_step_asks_not_to() -> None:
     # the committed model and the golden set use "[n] fact [n]."; train (the recipe's first step) "[n] fact."
-    for split in ("train", "heldout"):
-        new_rng, old_rng = random.Random(8), random.Random(8)
-        for _ in range(100):
-            new, old = cited_answer(new_rng, split), cited_answer(old_rng, split, number_at_end=False)
-            assert (new.answer, new.expected, new.entities) == (old.answer, old.expected, old.entities)
-            new_lines, old_lines = _lines(new.prompt), _lines(old.prompt)
-            assert all(new_lines[n] == old_lines[n][:-1] + f" [{n}]." for n in old_lines)
+    # (held out only: in training the served format also asks paraphrases, which draw from the rng)
+    new_rng, old_rng = random.Random(8), random.Random(8)
+    for _ in range(100):
+        new, old = cited_answer(new_rng, "heldout"), cited_answer(old_rng, "heldout", number_at_end=False)
+        assert (new.answer, new.expected, new.entities) == (old.answer, old.expected, old.entities)
+        new_lines, old_lines = _lines(new.prompt), _lines(old.prompt)
+        assert all(new_lines[n] == old_lines[n][:-1] + f" [{n}]." for n in old_lines)
+
+
+def _phrasings_asked(rng: random.Random, n: int, number_at_end: bool) -> Counter[str]:
+    """How often ``n`` training prompts ask a trained, a held-out or a paraphrased question."""
+    asked: Counter[str] = Counter()
+    for _ in range(n):
+        replay = random.Random()
+        replay.setstate(rng.getstate())
+        prompt = cited_answer(rng, "train", number_at_end).prompt.lower()
+        # the facts cited_answer drew first, drawn again from the same state, with all their phrasings
+        for f in [_fact(replay, "train") for _ in range(replay.randint(2, 5))]:
+            # "what year was X founded?" (held out) is inside "in what year was X founded?" (trained)
+            bare = prompt.replace(f.questions[1].lower(), "")
+            for kind, qs in (("trained", f.questions[:2]), ("heldout", f.questions[2:]), ("paraphrase", f.paraphrases)):
+                asked[kind] += sum(q.lower() in (bare if kind == "heldout" else prompt) for q in qs)
+    return asked
+
+
+def test_the_first_step_asks_two_phrasings_per_fact_and_the_served_format_eight() -> None:
+    # the first step's data stays as it trained the committed base: no paraphrases there
+    first = _phrasings_asked(random.Random(5), 400, number_at_end=False)
+    assert first["paraphrase"] == 0 and first["heldout"] == 0 and first["trained"] >= 400
+    served = _phrasings_asked(random.Random(5), 400, number_at_end=True)
+    assert served["heldout"] == 0 and served["trained"] > 50 and served["paraphrase"] > 2 * served["trained"]
+    for seed in range(300):  # six distinct paraphrases per fact, none of them a question of its own
+        f = _fact(random.Random(seed), "train")
+        assert len(set(f.paraphrases)) == 6 and not set(f.paraphrases) & set(f.questions)
 
 
 # The third (held-out) question phrasing of each of the nine fact types, as it opens a question.
