@@ -27,13 +27,15 @@ def test_answer_cites_the_line_it_restates() -> None:
 
 def test_source_lines_end_with_their_number_unless_the_first_step_asks_not_to() -> None:
     # the committed model and the golden set use "[n] fact [n]."; train (the recipe's first step) "[n] fact."
-    # (held out only: in training the served format also asks paraphrases, which draw from the rng)
-    new_rng, old_rng = random.Random(8), random.Random(8)
-    for _ in range(100):
-        new, old = cited_answer(new_rng, "heldout"), cited_answer(old_rng, "heldout", number_at_end=False)
-        assert (new.answer, new.expected, new.entities) == (old.answer, old.expected, old.entities)
-        new_lines, old_lines = _lines(new.prompt), _lines(old.prompt)
-        assert all(new_lines[n] == old_lines[n][:-1] + f" [{n}]." for n in old_lines)
+    # one generator per example: in training the served format also draws from the paraphrases, so the
+    # streams part after the question (the facts, the asked lines and the sources come before it)
+    for split in ("train", "heldout"):
+        for seed in range(100):
+            new = cited_answer(random.Random(seed), split)
+            old = cited_answer(random.Random(seed), split, number_at_end=False)
+            assert (new.answer, new.expected, new.entities) == (old.answer, old.expected, old.entities)
+            new_lines, old_lines = _lines(new.prompt), _lines(old.prompt)
+            assert all(new_lines[n] == old_lines[n][:-1] + f" [{n}]." for n in old_lines)
 
 
 def _phrasings_asked(rng: random.Random, n: int, number_at_end: bool) -> Counter[str]:
