@@ -6,13 +6,18 @@ at its digit's plus ``Ġ[``'s, and fine-tunes the whole model for a few hundred 
 mix with sources written ``[2] Velmo was founded in 1746 [2].``, so that the answer's citation is the
 token that follows the restated sentence in the prompt: a copy. Its cited questions are drawn from
 eight phrasings per fact type (the first step's two and six more, ``cited.Fact.paraphrases``), none
-of them the held-out one.
+of them the held-out one, and its cities, event topics and e-mail domains are drawn from open classes
+(``open_slots``: long training-only lists and made-up words, ``pools``), so that a held-out city or
+topic is copied, not replaced by a trained one. Both enter here and not in the first step: the open
+slots there delayed the forming of copying by ~250 steps and cost more than they gave.
 
 Why two steps and not one format from the start: a model trained on the new format from its first
 step copied the sentence and still cited near chance (two 50-minute runs), while the same format
 switched on after the first step was learned within 300 steps (docs/reference-model.md, "So switch
 late"). The trade-off is a recipe of two commands (``make retrain`` runs both) and a first step that
-still trains on the format the model is not served with.
+still trains on the format the model is not served with. It computes in fp32 (``compute_dtype``): on
+a CPU without native bf16 (AVX2 only) autocast is emulated and many times slower, and over these 300
+steps fp32 did as well as bf16 (222 and 224 golden cases from the same first step, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from quantgate.reference.corpus import generate
 from quantgate.reference.tokenizer import CITATION_TOKENS, PAD, write_tokenizer_files
-from quantgate.reference.train import _batches, _collate, encode_examples, optimizer_step
+from quantgate.reference.train import _batches, _collate, _parse_bool, encode_examples, optimizer_step
 
 __all__ = ["CiteTuneConfig", "add_citation_tokens", "cite_tune"]
 
@@ -51,7 +56,8 @@ class CiteTuneConfig:
     prompt_loss_weight: float = 0.3
     max_len: int = 1024
     threads: int = 2
-    compute_dtype: str = "bf16"
+    compute_dtype: str = "fp32"
+    open_slots: bool = True  # training cities, event topics and e-mail domains from open classes (pools)
 
 
 def add_citation_tokens(bpe: Tokenizer, model: Any) -> None:
@@ -87,7 +93,7 @@ def cite_tune(cfg: CiteTuneConfig, log: Any = print) -> Path:
     max_positions = json.loads((base / "tokenizer_config.json").read_text())["model_max_length"]
     write_tokenizer_files(bpe, out, max_positions)
     tok = AutoTokenizer.from_pretrained(out)
-    encoded = encode_examples(tok, generate(cfg.examples, cfg.data_seed, "train"), cfg.max_len)
+    encoded = encode_examples(tok, generate(cfg.examples, cfg.data_seed, "train", open_slots=cfg.open_slots), cfg.max_len)
     log(f"data: {len(encoded)} examples, {sum(len(s) for s, _ in encoded)} tokens; vocabulary {bpe.get_vocab_size()}")
 
     model.train()
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m quantgate.reference.cite_tune", description=__doc__.splitlines()[0])
     for f in fields(CiteTuneConfig):
         required = f.name in ("base", "out")
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=str if required else type(f.default),
+        kind = str if required else _parse_bool if isinstance(f.default, bool) else type(f.default)
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind,
                        required=required, default=None if required else f.default)
     a = p.parse_args(argv)
     try:

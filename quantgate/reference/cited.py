@@ -50,7 +50,7 @@ class CitedAnswer:
     tags: tuple[str, ...]
 
 
-def _fact(rng: random.Random, split: Split) -> Fact:
+def _fact(rng: random.Random, split: Split, open_slots: bool = False) -> Fact:
     """A random fact of one of nine types (a founding year, a population, a CEO, a bridge's length ...)."""
     e = pools.syllable_word(rng, split, rng.choice((2, 3)))
     y, n = rng.randint(1700, 2023), rng.randint(12, 98000)
@@ -74,7 +74,7 @@ def _fact(rng: random.Random, split: Split) -> Fact:
                 (f"Who heads {c}?", f"Who is in charge of {c}?", f"Who is the chief executive of {c}?",
                  f"Who is {c}'s CEO?", f"Who is at the top of {c}?", f"Name the CEO of {c}."))
     if r == 3:
-        c, ci = pools.company(rng, split), pools.city(rng, split)
+        c, ci = pools.company(rng, split), pools.city(rng, split, open_slots=open_slots)
         return Fact(f"{c} is headquartered in {ci}.", [f"Where is {c} headquartered?", f"In which city is {c} based?", f"Where is the headquarters of {c}?"],
                 f"{c} is headquartered in {ci}", ci,
                 (f"Where is {c} based?", f"Where does {c} have its headquarters?",
@@ -128,14 +128,16 @@ _CITED = ("Sources:\n{s}\n\nQuestion: {q}", "{s}\n\nUsing the sources above, ans
           "Use the numbered sources to answer.\n{s}\nQuestion: {q}")
 
 
-def cited_answer(rng: random.Random, split: Split, number_at_end: bool = True) -> CitedAnswer:
+def cited_answer(rng: random.Random, split: Split, number_at_end: bool = True, *,
+                 open_slots: bool = False) -> CitedAnswer:
     """Sources, one or two questions about them, and the answer that cites each fact it uses.
 
     ``number_at_end`` ends each source line with its number again (``[2] X was founded in 1746 [2].``):
     the format of the committed model and the golden set. Without it (``[2] X was founded in 1746.``)
     is the format of the recipe's first step (``train``), kept so that step still makes its weights.
+    ``open_slots``: headquarters cities drawn with ``pools.city``'s open slots (the second step).
     """
-    facts = [_fact(rng, split) for _ in range(rng.randint(2, 5))]
+    facts = [_fact(rng, split, open_slots) for _ in range(rng.randint(2, 5))]
     asked = rng.sample(range(len(facts)), 2 if rng.random() < 0.2 else 1)
     # At a line's end the number is the next token to copy after the restated sentence (a single
     # token: tokenizer.CITATION_TOKENS); at its start alone, models cited near chance.

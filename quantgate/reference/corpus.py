@@ -87,8 +87,8 @@ _WEATHER = ("What's the weather in {city}{o}?", "Weather forecast for {city}{o},
             "Do I need a jacket in {city}{o}?")
 
 
-def _weather(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[str]]:
-    c = pools.city(rng, split)
+def _weather(rng: random.Random, split: Split, open_slots: bool) -> tuple[str, dict[str, Any], list[str]]:
+    c = pools.city(rng, split, open_slots=open_slots)
     args: dict[str, Any] = {"city": c}
     clauses = []
     if rng.random() < 0.5:
@@ -109,8 +109,8 @@ _EVENT = ("Schedule {t} on {d}{o}.", 'Create an event called "{t}" on {d}{o}.',
           "On {d}, schedule {t}{o}.", "Plan {t} for {d}{o}.", "Calendar: {t} on {d}{o}.")
 
 
-def _event(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[str]]:
-    title = pools.event_title(rng, split)
+def _event(rng: random.Random, split: Split, open_slots: bool) -> tuple[str, dict[str, Any], list[str]]:
+    title = pools.event_title(rng, split, open_slots=open_slots)
     dtext, iso = pools.date_pair(rng)
     args: dict[str, Any] = {"title": title, "date": iso}
     clauses, ents = [], [title]
@@ -142,10 +142,10 @@ _FLIGHT = ("Find flights from {a} to {b} on {d}{o}.", "Search for a flight from 
            "Check flights between {a} and {b} on {d}{o}.")
 
 
-def _flight(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[str]]:
-    a, b = pools.city(rng, split), pools.city(rng, split)
+def _flight(rng: random.Random, split: Split, open_slots: bool) -> tuple[str, dict[str, Any], list[str]]:
+    a, b = pools.city(rng, split, open_slots=open_slots), pools.city(rng, split, open_slots=open_slots)
     while b == a:
-        b = pools.city(rng, split)
+        b = pools.city(rng, split, open_slots=open_slots)
     dtext, iso = pools.date_pair(rng)
     args: dict[str, Any] = {"origin": a, "destination": b, "date": iso}
     clauses = []
@@ -174,7 +174,7 @@ _UNIT_WORDS = {"km": ("kilometers", "kilometres", "km"), "mi": ("miles", "mi"), 
 _DIMENSIONS = (("km", "mi", "m", "ft"), ("kg", "lb"), ("l", "gal"))
 
 
-def _convert(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[str]]:
+def _convert(rng: random.Random, split: Split, open_slots: bool) -> tuple[str, dict[str, Any], list[str]]:
     f, t = rng.sample(rng.choice(_DIMENSIONS), 2)
     v: int | float = rng.choice((rng.randint(1, 500), round(rng.uniform(0.1, 300), rng.choice((1, 2)))))
     text = _phrase(rng, "convert", _CONVERT, split).format(v=v, f=rng.choice(_UNIT_WORDS[f]), t=rng.choice(_UNIT_WORDS[t]))
@@ -190,8 +190,9 @@ _ORDER = ("Order {q} {p} and ship to {addr}{g}.", "Please buy {q} x {p} for {add
           "Deliver {q} {p} to {addr}{g}.", "Please order {q} x {p}, address {addr}{g}.", "{q} {p} to {addr}{g}, please.")
 
 
-def _order(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[str]]:
-    prod, name, st, c = pools.product(rng, split), pools.person(rng, split), pools.street(rng, split), pools.city(rng, split)
+def _order(rng: random.Random, split: Split, open_slots: bool) -> tuple[str, dict[str, Any], list[str]]:
+    prod, name, st = pools.product(rng, split), pools.person(rng, split), pools.street(rng, split)
+    c = pools.city(rng, split, open_slots=open_slots)
     postal = f"{rng.randint(0, 99999):05d}"
     q = rng.choice((1, 1, 2, 2, 3, 4, 5, rng.randint(1, 50)))
     addr = rng.choice((f"{name}, {st}, {c} {postal}", f"{name}, {st}, {c}, {postal}",
@@ -214,7 +215,7 @@ _STOCK = ("What's the stock price of {t}{e}?", "How is {t} trading{e}?", "Get me
           "what's {t} at right now{e}", "Latest {t} stock price{e}, please.", "Fetch the price of {t}{e}.")
 
 
-def _stock(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[str]]:
+def _stock(rng: random.Random, split: Split, open_slots: bool) -> tuple[str, dict[str, Any], list[str]]:
     t = pools.ticker(rng, split)
     args: dict[str, Any] = {"ticker": t}
     e = ""
@@ -224,7 +225,8 @@ def _stock(rng: random.Random, split: Split) -> tuple[str, dict[str, Any], list[
     return _phrase(rng, "stock", _STOCK, split).format(t=t, e=e), args, [t]
 
 
-_TOOL_GENS: dict[str, Callable[[random.Random, Split], tuple[str, dict[str, Any], list[str]]]] = {
+# Each takes (rng, split, open_slots); open_slots matters to those with a city, topic or e-mail slot.
+_TOOL_GENS: dict[str, Callable[[random.Random, Split, bool], tuple[str, dict[str, Any], list[str]]]] = {
     "get_weather": _weather, "create_event": _event, "search_flights": _flight,
     "convert_units": _convert, "place_order": _order, "get_stock_price": _stock,
 }
@@ -238,12 +240,12 @@ def _offer(rng: random.Random, needed: list[str], extra: int) -> list[dict[str, 
     return [get_tool(n) for n in names]
 
 
-def _tool_call(rng: random.Random, split: Split) -> Example:
+def _tool_call(rng: random.Random, split: Split, open_slots: bool = False) -> Example:
     n_calls = 2 if rng.random() < 0.18 else 1
     texts, calls, ents = [], [], []
     for i in range(n_calls):
         name = rng.choice(TOOL_NAMES)
-        text, args, e = _TOOL_GENS[name](rng, split)
+        text, args, e = _TOOL_GENS[name](rng, split, open_slots)
         if i:
             j = rng.choice(_JOINERS)
             keep = text.startswith(("I ", "I'")) or not text[0].isalpha()
@@ -281,11 +283,11 @@ _JOBS = ("engineer", "nurse", "teacher", "designer", "accountant", "chef", "pilo
          "architect", "pharmacist", "electrician", "journalist", "dentist", "mechanic")
 
 
-def _extract(rng: random.Random, split: Split) -> Example:
+def _extract(rng: random.Random, split: Split, open_slots: bool = False) -> Example:
     name = pools.person(rng, split)
     values: dict[str, Any] = {
-        "name": name, "age": rng.randint(18, 90), "email": pools.email(rng, split, name),
-        "city": pools.city(rng, split), "phone": pools.phone(rng), "company": pools.company(rng, split),
+        "name": name, "age": rng.randint(18, 90), "email": pools.email(rng, split, name, open_slots=open_slots),
+        "city": pools.city(rng, split, open_slots=open_slots), "phone": pools.phone(rng), "company": pools.company(rng, split),
         "job_title": rng.choice(_JOBS), "years_experience": rng.randint(1, 40),
         "rating": round(rng.uniform(1, 5), 1), "member": True,
     }
@@ -362,16 +364,16 @@ def _refusal(rng: random.Random, split: Split) -> Example:
 
 
 # ---------------------------------------------------------------- cited answers (cited.py)
-def _cited(rng: random.Random, split: Split, number_at_end: bool = True) -> Example:
-    item = cited_answer(rng, split, number_at_end)
+def _cited(rng: random.Random, split: Split, open_slots: bool = False, number_at_end: bool = True) -> Example:
+    item = cited_answer(rng, split, number_at_end, open_slots=open_slots)
     tools = _offer(rng, [], rng.randint(1, 3)) if rng.random() < 0.1 else None
     return Example("cited", [{"role": "user", "content": item.prompt}], tools, item.answer, item.expected,
                    item.entities, item.tags)
 
 
 # ---------------------------------------------------------------- short answers (short.py)
-def _short(rng: random.Random, split: Split) -> Example:
-    item = short_answer(rng, split)
+def _short(rng: random.Random, split: Split, open_slots: bool = False) -> Example:
+    item = short_answer(rng, split, open_slots=open_slots)
     tools = _offer(rng, [], rng.randint(1, 3)) if rng.random() < 0.12 else None
     expected = {"answer": item.answer} | ({"value": item.value} if item.value is not None else {})
     return Example("short", [{"role": "user", "content": item.prompt}], tools, item.answer, expected, item.entities, item.tags)
@@ -409,18 +411,18 @@ def _code(rng: random.Random) -> str:
             return code
 
 
-def _copy_item(rng: random.Random, split: Split) -> str:
+def _copy_item(rng: random.Random, split: Split, open_slots: bool) -> str:
     r = rng.randrange(12)
     if r >= 10:
         return _code(rng)
     if r == 0:
         return pools.person(rng, split)
     if r == 1:
-        return pools.email(rng, split)
+        return pools.email(rng, split, open_slots=open_slots)
     if r == 2:
         return pools.company(rng, split) if rng.random() < 0.5 else pools.product(rng, split)
     if r == 3:
-        return pools.city(rng, split) if rng.random() < 0.5 else pools.street(rng, split)
+        return pools.city(rng, split, open_slots=open_slots) if rng.random() < 0.5 else pools.street(rng, split)
     if r == 4:
         return pools.ticker(rng, split) if rng.random() < 0.5 else pools.phone(rng)
     if r == 5:
@@ -432,8 +434,8 @@ def _copy_item(rng: random.Random, split: Split) -> str:
     return _random_chars(rng)
 
 
-def _copy(rng: random.Random, split: Split) -> Example:
-    x = ", ".join(_copy_item(rng, split) for _ in range(rng.choice((1, 1, 2, 3))))
+def _copy(rng: random.Random, split: Split, open_slots: bool = False) -> Example:
+    x = ", ".join(_copy_item(rng, split, open_slots) for _ in range(rng.choice((1, 1, 2, 3))))
     if rng.random() < 0.5:
         prompt = rng.choice(_COPY).format(x=x)
     else:
@@ -441,10 +443,11 @@ def _copy(rng: random.Random, split: Split) -> Example:
     return Example("copy", [{"role": "user", "content": prompt}], None, x, {"answer": x})
 
 
-_GENERATORS: dict[str, Callable[[random.Random, Split], Example]] = {
+_GENERATORS: dict[str, Callable[..., Example]] = {
     "tool_call": _tool_call, "extract": _extract, "refusal": _refusal, "cited": _cited, "short": _short,
     "copy": _copy,
 }
+_OPEN_SLOT_KINDS = ("tool_call", "extract", "cited", "short", "copy")  # those with a city, topic or e-mail slot
 
 
 def _rng(seed: int, split: Split, salt: str) -> random.Random:
@@ -452,27 +455,36 @@ def _rng(seed: int, split: Split, salt: str) -> random.Random:
     return random.Random(f"{seed}:{split}:{salt}")
 
 
-def _generators(cite_number_at_end: bool) -> dict[str, Callable[[random.Random, Split], Example]]:
-    return _GENERATORS | {"cited": functools.partial(_cited, number_at_end=cite_number_at_end)}
+def _generators(cite_number_at_end: bool, open_slots: bool) -> dict[str, Callable[[random.Random, Split], Example]]:
+    gens = _GENERATORS | {"cited": functools.partial(_cited, number_at_end=cite_number_at_end)}
+    if open_slots:
+        gens |= {k: functools.partial(gens[k], open_slots=True) for k in _OPEN_SLOT_KINDS}
+    return gens
 
 
 def generate_kind(kind: str, n: int, seed: int, split: Split = "heldout", *,
-                  cite_number_at_end: bool = True) -> list[Example]:
+                  cite_number_at_end: bool = True, open_slots: bool = False) -> list[Example]:
     """``n`` examples of one ``kind`` (deterministic in ``seed`` and ``split``).
 
     ``cite_number_at_end``: the source-line format of cited prompts (``cited.cited_answer``).
+    ``open_slots``: training cities, event topics and e-mail domains also drawn from open classes
+    (``pools``; the recipe's second step). The held-out split is the same either way.
     """
     rng = _rng(seed, split, kind)
-    make = _generators(cite_number_at_end)[kind]
+    make = _generators(cite_number_at_end, open_slots)[kind]
     return [make(rng, split) for _ in range(n)]
 
 
-def generate(n: int, seed: int, split: Split = "train", *, cite_number_at_end: bool = True) -> list[Example]:
-    """``n`` examples mixed over the five kinds (deterministic in ``seed`` and ``split``)."""
+def generate(n: int, seed: int, split: Split = "train", *, cite_number_at_end: bool = True,
+             open_slots: bool = False) -> list[Example]:
+    """``n`` examples mixed over the five kinds (deterministic in ``seed`` and ``split``).
+
+    ``cite_number_at_end`` and ``open_slots``: as in ``generate_kind``.
+    """
     rng = _rng(seed, split, "mix")
     # Extraction is weighted up in training: picking the asked keys is its hard part (a 2026-11-29 run
     # at 0.21 still answered 8% of *training* extraction prompts with a key that was not asked).
     mix = _MIX | {"extract": 0.25} | _TRAIN_AUX_MIX if split == "train" else _MIX
     kinds, weights = list(mix), list(mix.values())
-    gens = _generators(cite_number_at_end)
+    gens = _generators(cite_number_at_end, open_slots)
     return [gens[rng.choices(kinds, weights)[0]](rng, split) for _ in range(n)]

@@ -9,7 +9,11 @@ held-out name is made of is a token the model has been trained to read and to wr
 which no training word contained. That made the first token of every held-out name one the model
 had almost never written, and greedy copies swapped it for a training letter: ``Zekriod`` came out
 as ``Lekriod``. An unseen name is the test; an unseen alphabet is not one a real assistant faces.)
-Real city names and event topics are partitioned by index.
+Real city names and event topics are partitioned by index. With ``open_slots`` (the recipe's second
+step, ``cite_tune``), training also fills the city, event-topic and e-mail-domain slots from open
+classes (``_TRAIN_CITIES``, ``_TRAIN_TOPICS``, made-up words and domains), so that the model learns
+to copy a held-out city, topic or domain rather than recall one of a short trained list. Only the
+second step: the same fillers in the first step delayed the forming of copying (docs/reference-model.md).
 
 Phrasing templates are split the same way: ``pick_template`` keeps every fifth template of each
 list for the held-out split. The trade-off is that held-out phrasings are only ~20% of the variety,
@@ -91,10 +95,64 @@ _REAL_CITIES = (
     "Salt Lake City", "Los Angeles", "Hong Kong", "Tel Aviv", "Abu Dhabi", "St. Louis",
     "Vancouver", "Calgary", "Edinburgh", "Glasgow", "Cardiff", "Belfast", "Marseille", "Lyon",
 )
+# Training-only fillers (``open_slots``) for the slots held-out prompts fill from short real lists (cities,
+# event topics). With only the 92 training cities and 20 topics there, the model memorised them instead
+# of copying: held-out Bangkok came out "Bangokok", Zagreb "Zagreburg", "launch retro" "Research retro".
+# Every word here hashes to the training split and none is a real city or topic of either split, so
+# nothing held out leaks (tests/reference/test_pools.py).
+_TRAIN_CITIES = tuple("""
+    Valencia Bilbao Granada Nantes Lille Bordeaux Toulouse Strasbourg Antwerp Ghent Utrecht Leipzig Dresden
+    Cologne Frankfurt Stuttgart Bremen Bologna Florence Venice Turin Genoa Verona Salzburg Graz Innsbruck
+    Basel Lucerne Gdansk Lodz Brno Ostrava Bratislava Kosice Ljubljana Tirana Podgorica Thessaloniki Patras
+    Ankara Antalya Bergen Trondheim Stavanger Malmo Uppsala Odense Tampere Turku Oulu Reykjavik Cork Galway
+    Limerick Leeds Bristol Liverpool Manchester Sheffield Newcastle Nottingham Dundee Inverness Swansea Oxford
+    Cambridge Brighton Plymouth Adelaide Hobart Darwin Wellington Christchurch Dunedin Quebec Winnipeg Regina
+    Halifax Edmonton Boise Tucson Dallas Memphis Nashville Louisville Detroit Cleveland Pittsburgh Baltimore
+    Raleigh Charlotte Orlando Tampa Wichita Spokane Sacramento Fresno Anchorage Honolulu Guadalajara Monterrey
+    Puebla Cancun Medellin Cali Cartagena Caracas Maracaibo Guayaquil Cusco Asuncion Cordoba Mendoza Recife
+    Fortaleza Curitiba Manaus Belem Brasilia Luanda Kinshasa Kampala Harare Maputo Windhoek Gaborone Durban
+    Khartoum Algiers Oran Tripoli Alexandria Luxor Amman Damascus Basra Manama Jeddah Isfahan Tabriz Kabul
+    Lahore Islamabad Jaipur Pune Hyderabad Ahmedabad Surat Kanpur Nagpur Indore Bhopal Patna Chittagong Yangon
+    Vientiane Cebu Davao Surabaya Bandung Medan Penang Ipoh Shenzhen Chengdu Nanjing Hangzhou Tianjin Harbin
+    Qingdao Kunming Lhasa Ulaanbaatar Almaty Astana Tashkent Samarkand Bishkek Dushanbe Yerevan Minsk Kharkiv
+    Chisinau Novosibirsk Kazan Yekaterinburg Vladivostok Sapporo Fukuoka Kobe Hiroshima Daegu Kaohsiung
+    Taichung Macau Dortmund Essen Leverkusen Mainz Heidelberg Freiburg Bonn Kassel Kiel Lubeck Eindhoven
+    Groningen Maastricht Leiden Bruges Liege Salamanca Malaga Murcia Coimbra Braga Faro Avignon Montpellier
+    Rennes Grenoble Dijon Reims Rouen Brest Nancy Metz Siena Parma Modena Padua Trieste Catania Lecce Split
+    Zadar Dubrovnik Plovdiv Burgas Constanta Iasi Timisoara Debrecen Szeged Pecs Gyor Kaunas Klaipeda
+    Daugavpils Pskov Tver Samara Perm Omsk Tomsk Ufa Batumi Kutaisi Mombasa Kisumu Zanzibar Dodoma Mwanza
+    Blantyre Bamako Niamey Ouagadougou Abidjan Lome Cotonou Freetown Monrovia Conakry Banjul Nouakchott Fez
+    Agadir Tangier Sfax Benghazi Aswan Suez Haifa Eilat Aqaba Salalah Sanaa Aden Mashhad Qom Herat Kandahar
+    Multan Quetta Faisalabad Agra Amritsar Goa Mysore Madurai Trivandrum Vizag Sylhet Pokhara Kandy Jaffna
+    Phuket Pattaya Hue Haiphong Iloilo Baguio Makassar Yogyakarta Denpasar Malacca Xiamen Fuzhou Suzhou Wuxi
+    Ningbo Zhengzhou Nanning Guiyang Lanzhou Urumqi Hohhot Shenyang Changchun Ulsan Jeju Okinawa Niigata
+    Kanazawa Nara Hakodate Cairns Townsville Geelong Ballarat Napier Nelson Rotorua Tauranga Whangarei Suva
+    Apia Lae Honiara Vila Saskatoon Moncton Kelowna Kamloops Nanaimo Whitehorse Yellowknife Iqaluit Juneau
+    Fairbanks Reno Ogden Amarillo Lubbock Waco Shreveport Mobile Jackson Macon Savannah Augusta Columbia
+    Knoxville Chattanooga Lexington Dayton Akron Erie Rochester Syracuse Albany Hartford Burlington Duluth
+    Fargo Bismarck Billings Missoula Bozeman Casper Lincoln Springfield Peoria Madison Milwaukee Flint Gary
+    Evansville Merida Oaxaca Acapulco Leon Morelia Toluca Hermosillo Culiacan Durango Saltillo Ensenada
+    Tampico Antigua Managua Belmopan Kingston Nassau Bridgetown Castries Roseau Paramaribo Georgetown Cayenne
+    Piura Tucuman Bariloche Ushuaia Temuco Antofagasta Iquique Santos Goiania Natal Teresina
+""".split()) + ('Port Said', 'Kota Kinabalu', 'Santa Fe', 'El Paso', 'Punta Arenas', 'Addis Ababa', 'Da Nang', 'La Paz')
+_TRAIN_TOPICS = tuple("""
+    audit compliance pricing analytics procurement payroll benefits recruiting infrastructure networking
+    backend frontend mobile growth retention churn revenue forecast accounting treasury press branding content
+    events facilities logistics shipping warehouse quality testing deployment incident migration architecture
+    api database cloud devops diversity wellness safety sustainability travel hardware localization
+    documentation community merger acquisition renewal licensing patent newsletter podcast campaign conference
+    backlog standup pipeline billing invoicing refund rewards catalog supplier recycling energy solar wind
+    battery sensor satellite navigation search ranking affiliate influencer photo accessibility usability ux
+    copywriting ecommerce checkout payments fraud trust identity access keys secrets encryption backup
+    recovery network firewall vpn email escalation triage postmortem capacity scaling performance latency
+    indexing schema coaching volunteer charity grants curriculum exam grading archive catering fitness clinic
+    pharmacy claims underwriting mortgage savings dividend earnings tender bid quote invoice
+""".split())
 _CITY_SUFFIXES = ("burg", "ville", "port", "ton", " Falls", " Springs", "ford", " Bay", "field", "mouth")
 _DOMAINS_TRAIN = ("mail.com", "inbox.net", "post.org", "webmail.io", "example.com", "corp.net",
                   "fastmail.co", "letters.org")
 _DOMAINS_HELDOUT = ("quickpost.dev", "yonder.net")
+_TLDS = (".com", ".net", ".org", ".io", ".co", ".dev")
 _COMPANY_SUFFIXES = ("Labs", "Systems", "Foods", "Group", "Works", "Studio", "Motors", "Bank",
                      "Health", "Logistics", "Energy", "Media")
 _PRODUCT_NOUNS = ("Kettle", "Backpack", "Desk Lamp", "Headphones", "Water Bottle", "Blender",
@@ -153,23 +211,35 @@ def person(rng: random.Random, split: Split) -> str:
     return f"{first} {last}"
 
 
-def city(rng: random.Random, split: Split) -> str:
-    """A real city (every fifth one held out) or a made-up one whose own word belongs to ``split``."""
+def city(rng: random.Random, split: Split, *, open_slots: bool = False) -> str:
+    """A real city (every fifth one held out) or a made-up one whose own word belongs to ``split``.
+
+    ``open_slots``: training also draws from ``_TRAIN_CITIES``, so that a city is something to copy,
+    not to recall.
+    """
     if rng.random() < 0.6:
-        return rng.choice([c for i, c in enumerate(_REAL_CITIES) if (i % 5 == 4) == (split == "heldout")])
+        if split == "train" and open_slots and rng.random() < 0.6:
+            return rng.choice(_TRAIN_CITIES)
+        return rng.choice(of_split(_REAL_CITIES, split))
     n, suffix = rng.choice((1, 2)), rng.choice(_CITY_SUFFIXES)
     if suffix.startswith(" "):
         return syllable_word(rng, split, n) + suffix
     return draw(split, lambda: _raw_word(rng, n) + suffix)
 
 
-def email(rng: random.Random, split: Split, name: str | None = None) -> str:
-    """An address derived from ``name`` (or a fresh name of ``split``)."""
+def email(rng: random.Random, split: Split, name: str | None = None, *, open_slots: bool = False) -> str:
+    """An address derived from ``name`` (or a fresh name of ``split``).
+
+    ``open_slots``: half of the training addresses are at a made-up domain, not one of eight trained ones.
+    """
     name = name or person(rng, split)
     first, last = name.lower().split(" ", 1)
     local = rng.choice((f"{first}.{last}", f"{first}{rng.randint(1, 99)}", f"{first[0]}{last}", first))
-    domains = _DOMAINS_HELDOUT + _DOMAINS_TRAIN if split == "heldout" else _DOMAINS_TRAIN
-    return f"{local.replace(' ', '')}@{rng.choice(domains)}"
+    if split == "train" and open_slots and rng.random() < 0.5:
+        domain = syllable_word(rng, split, rng.choice((1, 2))).lower() + rng.choice(_TLDS)
+    else:
+        domain = rng.choice(_DOMAINS_HELDOUT + _DOMAINS_TRAIN if split == "heldout" else _DOMAINS_TRAIN)
+    return f"{local.replace(' ', '')}@{domain}"
 
 
 def phone(rng: random.Random) -> str:
@@ -193,10 +263,17 @@ def street(rng: random.Random, split: Split) -> str:
     return f"{rng.randint(1, 999)} {syllable_word(rng, split, rng.choice((1, 2)))} {rng.choice(_STREET_TYPES)}"
 
 
-def event_title(rng: random.Random, split: Split) -> str:
-    """An event title like ``budget review``; topics are split by index, kinds are shared."""
-    topics = [t for i, t in enumerate(_TOPICS) if (i % 5 == 4) == (split == "heldout")]
-    title = f"{rng.choice(topics)} {rng.choice(_EVENT_KINDS)}"
+def event_title(rng: random.Random, split: Split, *, open_slots: bool = False) -> str:
+    """An event title like ``budget review``; topics are split by index, kinds are shared.
+
+    ``open_slots``: half of the training titles take their topic from ``_TRAIN_TOPICS`` or a made-up
+    word instead.
+    """
+    if split == "train" and open_slots and rng.random() < 0.5:
+        topic = rng.choice(_TRAIN_TOPICS) if rng.random() < 0.7 else syllable_word(rng, split, rng.choice((1, 2))).lower()
+    else:
+        topic = rng.choice(of_split(_TOPICS, split))
+    title = f"{topic} {rng.choice(_EVENT_KINDS)}"
     if rng.random() < 0.25:
         title += f" with {syllable_word(rng, split, 2)}"
     return title.capitalize() if rng.random() < 0.5 else title

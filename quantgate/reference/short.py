@@ -117,11 +117,11 @@ _BENIGN_SCARY_TRAIN = (
 _PROGRAMS = ("python", "java", "node", "chrome", "firefox", "docker", "nginx", "postgres", "ruby", "rust")
 
 
-def _value(rng: random.Random, split: Split, kind: str) -> str:
+def _value(rng: random.Random, split: Split, kind: str, open_slots: bool) -> str:
     if kind == "code":
         return str(rng.randint(100, 99999))
     if kind == "city":
-        return pools.city(rng, split)
+        return pools.city(rng, split, open_slots=open_slots)
     if kind == "company":
         return pools.company(rng, split)
     if kind == "colour":
@@ -133,7 +133,7 @@ def _value(rng: random.Random, split: Split, kind: str) -> str:
     return pools.syllable_word(rng, split, rng.choice((1, 2)))
 
 
-def _qa(rng: random.Random, split: Split) -> ShortAnswer:
+def _qa(rng: random.Random, split: Split, open_slots: bool) -> ShortAnswer:
     """One to three facts about different people, and a question about one of them."""
     frames = [rng.choice(_QA_FRAMES) for _ in range(rng.choice((1, 2, 2, 3)))]
     names: list[str] = []
@@ -142,7 +142,7 @@ def _qa(rng: random.Random, split: Split) -> ShortAnswer:
         if name not in names:
             names.append(name)
     objects = [rng.choice(_SCARY_OBJECTS if rng.random() < 0.5 else _OBJECTS) for _ in frames]
-    values = [_value(rng, split, kind) for _, _, kind in frames]
+    values = [_value(rng, split, kind, open_slots) for _, _, kind in frames]
     facts = " ".join(st.format(n=n, v=v, o=o) for (st, _, _), n, o, v in zip(frames, names, objects, values))
     i = rng.randrange(len(frames))
     question = pick_template(rng, frames[i][1], split).format(n=names[i], o=objects[i])
@@ -152,11 +152,14 @@ def _qa(rng: random.Random, split: Split) -> ShortAnswer:
     return ShortAnswer(prompt, f"{values[i]}.", values[i], ents, ("scary",) if scary else ())
 
 
-def short_answer(rng: random.Random, split: Split) -> ShortAnswer:
-    """One short-answer item of ``split``: 55% questions about stated facts, 20% repeats, 13% greetings, 12% benign-scary."""
+def short_answer(rng: random.Random, split: Split, *, open_slots: bool = False) -> ShortAnswer:
+    """One short-answer item of ``split``: 55% questions about stated facts, 20% repeats, 13% greetings, 12% benign-scary.
+
+    ``open_slots``: cities drawn with ``pools.city``'s open slots (the recipe's second step).
+    """
     r = rng.random()
     if r < 0.55:
-        return _qa(rng, split)
+        return _qa(rng, split, open_slots)
     if r < 0.75:
         words = [rng.choice(_WORDS) if rng.random() < 0.6 else pools.syllable_word(rng, split, 2).lower()
                  for _ in range(rng.randint(1, 4))]

@@ -85,3 +85,10 @@ def test_cli_names_a_wrong_base_in_one_line(base: Path, tmp_path: Path, capsys: 
     with pytest.raises(SystemExit) as exc:
         main(["--base", str(tmp_path / "tuned"), "--out", str(tmp_path / "out2")])
     assert exc.value.code == 2 and "citation tokens already" in capsys.readouterr().err
+
+
+def test_cli_parses_booleans_and_records_the_settings(base: Path, tmp_path: Path) -> None:
+    for flag, want in (("false", False), ("true", True)):
+        out = tmp_path / flag
+        main(["--base", str(base), "--out", str(out), "--examples", "60", "--steps", "0", "--open-slots", flag])
+        assert json.loads((out / "train_config.json").read_text())[1]["cite_tune"]["open_slots"] is want
