@@ -6,17 +6,19 @@ at its digit's plus ``Ġ[``'s, and fine-tunes the whole model for a few hundred 
 mix with sources written ``[2] Velmo was founded in 1746 [2].``, so that the answer's citation is the
 token that follows the restated sentence in the prompt: a copy. Its cited questions are drawn from
 eight phrasings per fact type (the first step's two and six more, ``cited.Fact.paraphrases``), none
-of them the held-out one, and its cities, event topics and e-mail domains are drawn from open classes
-(``open_slots``: long training-only lists and made-up words, ``pools``), so that a held-out city or
-topic is copied, not replaced by a trained one. Both enter here and not in the first step: the open
-slots there delayed the forming of copying by ~250 steps and cost more than they gave.
+of them the held-out one. ``open_slots`` (off by default) also draws its cities, event topics and
+e-mail domains from open classes (long training-only lists and made-up words, ``pools``), so that a
+held-out city or topic is copied rather than replaced by a trained one: measured 234-248 golden
+cases against 222-224, but each of the three models it made failed int8wo's gate on one critical
+case (a greedy near-tie), so the committed recipe leaves it off (docs/reference-model.md, *Open
+slots in the second step*). In the first step the same fillers delayed the forming of copying.
 
 Why two steps and not one format from the start: a model trained on the new format from its first
 step copied the sentence and still cited near chance (two 50-minute runs), while the same format
 switched on after the first step was learned within 300 steps (docs/reference-model.md, "So switch
 late"). The trade-off is a recipe of two commands (``make retrain`` runs both) and a first step that
-still trains on the format the model is not served with. It computes in fp32 (``compute_dtype``): on
-a CPU without native bf16 (AVX2 only) autocast is emulated and many times slower, and over these 300
+still trains on the format the model is not served with. ``--compute-dtype fp32`` is for a CPU
+without native bf16 (AVX2 only), where autocast is emulated and many times slower; over these 300
 steps fp32 did as well as bf16 (222 and 224 golden cases from the same first step, 2026-12-06).
 """
 
@@ -56,8 +58,10 @@ class CiteTuneConfig:
     prompt_loss_weight: float = 0.3
     max_len: int = 1024
     threads: int = 2
-    compute_dtype: str = "fp32"
-    open_slots: bool = True  # training cities, event topics and e-mail domains from open classes (pools)
+    compute_dtype: str = "bf16"
+    # training cities, event topics and e-mail domains from open classes (pools); off: measured better
+    # (248/320 golden against 224) but each such model failed int8wo's gate on one critical case
+    open_slots: bool = False
 
 
 def add_citation_tokens(bpe: Tokenizer, model: Any) -> None:
