@@ -37,7 +37,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from quantgate.reference.corpus import generate
 from quantgate.reference.tokenizer import CITATION_TOKENS, PAD, write_tokenizer_files
-from quantgate.reference.train import _batches, _collate, _parse_bool, encode_examples, optimizer_step
+from quantgate.reference.train import _batches, _collate, encode_examples, flag_type, optimizer_step
 
 __all__ = ["CiteTuneConfig", "add_citation_tokens", "cite_tune"]
 
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m quantgate.reference.cite_tune", description=__doc__.splitlines()[0])
     for f in fields(CiteTuneConfig):
         required = f.name in ("base", "out")
-        kind = str if required else _parse_bool if isinstance(f.default, bool) else type(f.default)
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind,
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=str if required else flag_type(f.default),
                        required=required, default=None if required else f.default)
     a = p.parse_args(argv)
     try:

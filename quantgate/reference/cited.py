@@ -135,7 +135,7 @@ def cited_answer(rng: random.Random, split: Split, number_at_end: bool = True, *
     ``number_at_end`` ends each source line with its number again (``[2] X was founded in 1746 [2].``):
     the format of the committed model and the golden set. Without it (``[2] X was founded in 1746.``)
     is the format of the recipe's first step (``train``), kept so that step still makes its weights.
-    ``open_slots``: headquarters cities drawn with ``pools.city``'s open slots (the second step).
+    ``open_slots``: headquarters cities drawn with ``pools.city``'s open slots.
     """
     facts = [_fact(rng, split, open_slots) for _ in range(rng.randint(2, 5))]
     asked = rng.sample(range(len(facts)), 2 if rng.random() < 0.2 else 1)

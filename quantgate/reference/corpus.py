@@ -468,7 +468,7 @@ def generate_kind(kind: str, n: int, seed: int, split: Split = "heldout", *,
 
     ``cite_number_at_end``: the source-line format of cited prompts (``cited.cited_answer``).
     ``open_slots``: training cities, event topics and e-mail domains also drawn from open classes
-    (``pools``; the recipe's second step). The held-out split is the same either way.
+    (``pools``; ``cite_tune --open-slots true``). The held-out split is the same either way.
     """
     rng = _rng(seed, split, kind)
     make = _generators(cite_number_at_end, open_slots)[kind]

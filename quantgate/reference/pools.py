@@ -9,11 +9,12 @@ held-out name is made of is a token the model has been trained to read and to wr
 which no training word contained. That made the first token of every held-out name one the model
 had almost never written, and greedy copies swapped it for a training letter: ``Zekriod`` came out
 as ``Lekriod``. An unseen name is the test; an unseen alphabet is not one a real assistant faces.)
-Real city names and event topics are partitioned by index. With ``open_slots`` (the recipe's second
-step, ``cite_tune``), training also fills the city, event-topic and e-mail-domain slots from open
-classes (``_TRAIN_CITIES``, ``_TRAIN_TOPICS``, made-up words and domains), so that the model learns
-to copy a held-out city, topic or domain rather than recall one of a short trained list. Only the
-second step: the same fillers in the first step delayed the forming of copying (docs/reference-model.md).
+Real city names and event topics are partitioned by index. With ``open_slots`` (an option of the
+recipe's second step, ``cite_tune --open-slots true``; off in the committed recipe), training also
+fills the city, event-topic and e-mail-domain slots from open classes (``_TRAIN_CITIES``,
+``_TRAIN_TOPICS``, made-up words and domains), so that the model learns to copy a held-out city,
+topic or domain rather than recall one of a short trained list. Not in the
+first step, where the same fillers delayed the forming of copying (docs/reference-model.md).
 
 Phrasing templates are split the same way: ``pick_template`` keeps every fifth template of each
 list for the held-out split. The trade-off is that held-out phrasings are only ~20% of the variety,

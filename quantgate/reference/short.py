@@ -155,7 +155,7 @@ def _qa(rng: random.Random, split: Split, open_slots: bool) -> ShortAnswer:
 def short_answer(rng: random.Random, split: Split, *, open_slots: bool = False) -> ShortAnswer:
     """One short-answer item of ``split``: 55% questions about stated facts, 20% repeats, 13% greetings, 12% benign-scary.
 
-    ``open_slots``: cities drawn with ``pools.city``'s open slots (the recipe's second step).
+    ``open_slots``: cities drawn with ``pools.city``'s open slots.
     """
     r = rng.random()
     if r < 0.55:

@@ -30,6 +30,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from quantgate.reference.circuits import wire_induction_head, wire_previous_toke
 from quantgate.reference.corpus import KINDS, Example, generate, generate_kind
 from quantgate.reference.tokenizer import BOS, EOS, PAD, train_tokenizer, write_tokenizer_files
 
-__all__ = ["PRESETS", "TrainConfig", "build_model", "encode_examples", "heldout_metrics", "malloc_name", "optimizer_step", "train"]
+__all__ = ["PRESETS", "TrainConfig", "build_model", "encode_examples", "flag_type", "heldout_metrics", "malloc_name", "optimizer_step", "train"]
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,11 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def flag_type(default: object) -> Callable[[str], Any]:
+    """How a CLI flag overriding a config field of this default parses (``bool("false")`` is True)."""
+    return _parse_bool if isinstance(default, bool) else type(default)
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``--out DIR`` plus overrides of any ``TrainConfig`` field; ``--eval N`` grades held-out."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -389,8 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", type=int, default=0, help="grade N held-out prompts per behaviour after training")
     for f in TrainConfig.__dataclass_fields__.values():
         if f.name != "out":
-            kind = _parse_bool if isinstance(f.default, bool) else type(f.default)
-            p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
+            p.add_argument("--" + f.name.replace("_", "-"), type=flag_type(f.default), default=None)
     a = p.parse_args(argv)
     cfg = replace(TrainConfig(out=a.out), **PRESETS["tiny" if a.tiny else a.preset])
     overrides = {k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
