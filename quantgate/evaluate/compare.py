@@ -6,7 +6,8 @@ report) that the gate reads and every report format renders:
 
 - ``behaviour``: pass rates (greedy sample) overall, per check type and per tag, each with Wilson
   intervals, the paired difference (Newcombe) and McNemar's exact p; the flipped cases both ways
-  with both outputs; critical cases that regressed;
+  with both outputs (and, with token metrics, each model's margin where the answers part); critical
+  cases that regressed;
 - ``tokens``: KL divergence, top-1 agreement, probability change, perplexity ratio, greedy
   agreement (teacher-forced on the baseline's own greedy outputs);
 - ``consistency``: for cases sampled several times, share of passing samples and distinct answers;
@@ -108,6 +109,7 @@ def compare_runs(
         by_tag[tag] = _paired_block([base_greedy[i].passed for i in members],
                                     [cand_greedy[i].passed for i in members], confidence)
 
+    parted = (token_report or {}).get("divergences") or {}
     flips = []
     for i in ids:
         b, c = base_greedy[i], cand_greedy[i]
@@ -120,6 +122,7 @@ def compare_runs(
             "failed_checks": [{"type": v["type"], "code": v["code"], "reason": v["reason"]}
                               for v in loser.verdicts if not v["passed"]],
             "baseline_output": _text(b.output), "candidate_output": _text(c.output),
+            "divergence": parted.get(i),
         })
     critical = [f["case_id"] for f in flips if f["critical"] and f["direction"] == "regression"]
 

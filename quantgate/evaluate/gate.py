@@ -199,11 +199,12 @@ def _evaluate(rule: Rule, report: dict[str, Any]) -> RuleResult:
                           f"pass-rate change {diff['estimate']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}], "
                           f"{block['regressions']} regressions, {block['improvements']} improvements")
     if rule.metric == "critical_regressions":
-        n = len(report["behaviour"]["critical_regressions"])
+        ids = report["behaviour"]["critical_regressions"]
+        n = len(ids)
         bound = rule.max if rule.max is not None else 0
         return RuleResult(rule.label, "pass" if n <= bound else "fail", n, None, None, f"<= {bound:g}",
                           f"{n} critical case(s) regressed" + (
-                              f": {', '.join(report['behaviour']['critical_regressions'][:10])}" if n else ""))
+                              f": {', '.join(_near_tie_marked(report, ids[:10]))}" if n else ""))
     if rule.metric in ("kl_mean", "kl_p99", "top1_agreement", "greedy_identical", "ppl_ratio"):
         tokens = report.get("tokens")
         if not tokens:
@@ -230,6 +231,21 @@ def _evaluate(rule: Rule, report: dict[str, Any]) -> RuleResult:
         return RuleResult(rule.label, "skip", None, None, None, "", "not measured on both sides")
     outcome = _decide(value, value, rule.min, rule.max)
     return RuleResult(rule.label, outcome, value, None, None, _bound_text(rule), f"{rule.metric} {value:.3f}")
+
+
+def _near_tie_marked(report: dict[str, Any], ids: list[str]) -> list[str]:
+    """Case ids, each marked where the baseline itself chose between the two answers by a hair.
+
+    Informational: such a regression still counts (the answer a user gets did change), but it points
+    at a fragile baseline rather than at a candidate that broke a confident answer.
+    """
+    parted = {f["case_id"]: f.get("divergence") or {} for f in report["behaviour"].get("flips", [])}
+    marked = []
+    for i in ids:
+        margin = parted.get(i, {}).get("baseline_margin")
+        near = parted.get(i, {}).get("near_tie")
+        marked.append(f"{i} (near tie in the baseline: margin {margin:.2g} nats)" if near and margin is not None else i)
+    return marked
 
 
 def _bound_text(rule: Rule) -> str:

@@ -3,7 +3,9 @@
 Works chunk by chunk: each chunk's two (tokens x vocab) fp32 log-prob matrices exist only while
 that chunk is compared, so memory stays bounded by the chunk, not the golden set. The work is the
 two forward passes plus one pass over the matrices (KL, argmax, gathers), which is why its cost
-stays close to the forward passes alone (``bench/compare.py`` measures the ratio).
+stays close to the forward passes alone (``bench/compare.py`` measures the ratio). Where the two
+greedy answers differ, the same matrices give each model's margin for its own token at the first
+differing position (``divergences``, keyed by case id): no extra forward pass.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from typing import Any
 from quantgate.evaluate.golden import GoldenSet
 from quantgate.evaluate.runner import EvalConfig, case_request
 from quantgate.evaluate.targets import LocalTarget
-from quantgate.evaluate.token_metrics import PositionMetrics, first_divergence, position_metrics, summarise
+from quantgate.evaluate.token_metrics import (
+    Divergence,
+    PositionMetrics,
+    divergence_at,
+    first_divergence,
+    position_metrics,
+    summarise,
+)
 from quantgate.store.runs import CaseRecord
 
 __all__ = ["token_level", "tokenizers_match"]
@@ -40,16 +49,32 @@ def token_level(
     cand_greedy = {c.case_id: c for c in cand_cases if c.sample == 0}
     todo = [(case, base_greedy[case.id]) for case in golden.cases
             if case.id in base_greedy and base_greedy[case.id].token_ids]
+    end_id = base.engine.tokenizer.eos_token_id
     metrics: list[PositionMetrics] = []
+    parted: dict[str, Divergence] = {}
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         pairs = [(base.prompt_ids(case_request(case, 0, config)), rec.token_ids or []) for case, rec in part]
         _, base_lp = base.engine.score_batch(pairs, return_logprobs=True)  # type: ignore[misc]
         _, cand_lp = cand.engine.score_batch(pairs, return_logprobs=True)  # type: ignore[misc]
-        for (_, targets), b, c in zip(pairs, base_lp, cand_lp):
+        for (case, _), (_, targets), b, c in zip(part, pairs, base_lp, cand_lp):
             metrics.append(position_metrics(b, c, targets))
+            other = cand_greedy.get(case.id)
+            found = divergence_at(b, c, targets, other.token_ids or [], end_id) if other else None
+            if found is not None:
+                parted[case.id] = found
     divergences = [first_divergence(base_greedy[i].token_ids or [], cand_greedy[i].token_ids or [])
                    for i in base_greedy if i in cand_greedy]
     report = asdict(summarise(metrics, divergences))
     report["cases"] = len(metrics)
+    report["divergences"] = {cid: _divergence_dict(d, base) for cid, d in parted.items()}
     return report
+
+
+def _divergence_dict(d: Divergence, side: LocalTarget) -> dict[str, Any]:
+    def text(token: int | None) -> str | None:
+        return None if token is None else str(side.engine.tokenizer.decode([token]))
+
+    return {"position": d.position, "baseline_token": text(d.baseline_token),
+            "candidate_token": text(d.candidate_token), "baseline_margin": d.baseline_margin,
+            "candidate_margin": d.candidate_margin, "near_tie": d.near_tie}

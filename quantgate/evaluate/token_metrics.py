@@ -10,6 +10,11 @@ near 5e-4).
 Aggregates (``TokenReport``): mean KL with standard error and p90/p99/max, top-1 agreement, mean
 and RMS of the probability change, perplexity ratio, and from the two greedy generations the share
 of cases generated identically and the first position where they diverge.
+
+Per case whose greedy answers differ (``Divergence``): how firmly each model preferred its own token
+over the other's where the answers part. A flip whose baseline margin is a few thousandths of a nat
+was a coin toss before quantization; one with a margin of several nats is a confident answer the
+candidate broke. Both count in the gate; the margin only says which kind of finding it is.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ import torch
 
 from quantgate.evaluate.stats import mean_se, percentiles
 
-__all__ = ["PositionMetrics", "TokenReport", "first_divergence", "position_metrics", "summarise"]
+__all__ = ["NEAR_TIE_NATS", "Divergence", "PositionMetrics", "TokenReport", "divergence_at", "first_divergence",
+           "position_metrics", "summarise"]
+
+# Under this margin the baseline's two choices are within ~10% of each other in probability: small
+# enough that any perturbation (another kernel, a quantized weight) may tip it.
+NEAR_TIE_NATS = 0.1
 
 
 @dataclass
@@ -60,6 +70,48 @@ def first_divergence(base_ids: Sequence[int], cand_ids: Sequence[int]) -> int | 
         if a != b:
             return i
     return None if len(base_ids) == len(cand_ids) else min(len(base_ids), len(cand_ids))
+
+
+@dataclass
+class Divergence:
+    """Where two greedy answers part, and each model's margin for its own token there (nats).
+
+    ``candidate_token`` is None when the candidate's answer ended at ``position`` and no end token
+    is known; margins are None when a side's token was not scored (the baseline ended there).
+    """
+
+    position: int
+    baseline_token: int | None
+    candidate_token: int | None
+    baseline_margin: float | None  # log p_base(baseline token) - log p_base(candidate token)
+    candidate_margin: float | None  # log p_cand(candidate token) - log p_cand(baseline token)
+
+    @property
+    def near_tie(self) -> bool:
+        return self.baseline_margin is not None and self.baseline_margin < NEAR_TIE_NATS
+
+
+def divergence_at(
+    base_logprobs: torch.Tensor,
+    cand_logprobs: torch.Tensor,
+    base_ids: Sequence[int],
+    cand_ids: Sequence[int],
+    end_id: int | None = None,
+) -> Divergence | None:
+    """Margins at the first differing token; the log-probs are teacher-forced on ``base_ids``.
+
+    Up to the divergence both answers share a prefix, so the teacher-forced row there is what each
+    model saw when it chose. A side whose answer ended at that position chose ``end_id``.
+    """
+    pos = first_divergence(base_ids, cand_ids)
+    if pos is None:
+        return None
+    base_tok = base_ids[pos] if pos < len(base_ids) else end_id
+    cand_tok = cand_ids[pos] if pos < len(cand_ids) else end_id
+    if pos >= len(base_ids) or base_tok is None or cand_tok is None or pos >= base_logprobs.shape[0]:
+        return Divergence(pos, base_tok, cand_tok, None, None)
+    b, c = base_logprobs[pos].double(), cand_logprobs[pos].double()
+    return Divergence(pos, base_tok, cand_tok, float(b[base_tok] - b[cand_tok]), float(c[cand_tok] - c[base_tok]))
 
 
 @dataclass

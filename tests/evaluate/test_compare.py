@@ -122,3 +122,69 @@ def test_consistency_counts_passing_samples_and_distinct_answers() -> None:
     assert got["baseline"] == {"pass_share": pytest.approx((1 + 0.5) / 2), "distinct_mean": 1.5}  # "x " is "x"
     assert got["candidate"] == {"pass_share": pytest.approx((1 / 3 + 0) / 2), "distinct_mean": 2.0}
     assert got["per_case"]["a"]["candidate"] == {"pass_share": pytest.approx(1 / 3), "distinct": 3}
+
+
+def _loud_tiny_model(path: Path, seed: int) -> Path:
+    """A tiny random model whose layers matter: at the default init (std 0.02, tied embeddings) every
+    seed just repeats its input token, so two seeds would answer alike."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import build_tiny_model
+
+    build_tiny_model(path, seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                param.mul_(40)
+    model.save_pretrained(path)
+    return path
+
+
+def test_divergence_margins_for_every_case_whose_greedy_answers_part(tmp_path: Path) -> None:
+    from quantgate.evaluate.runner import EvalConfig
+
+    base = _loud_tiny_model(tmp_path / "a", seed=0)
+    other = _loud_tiny_model(tmp_path / "b", seed=1)
+    golden = _golden(tmp_path, n=4)
+    with RunStore(tmp_path / "r.sqlite") as store:
+        outcome = compare_sides(str(base), str(other), golden, store, config=EvalConfig(max_tokens=6))
+        runs = outcome.runs
+        ids = {side: {c.case_id: c.token_ids for c in store.cases(runs[side].id) if c.sample == 0}
+               for side in ("baseline", "candidate")}
+    parted = outcome.report["tokens"]["divergences"]
+    differing = {i for i in ids["baseline"] if ids["baseline"][i] != ids["candidate"][i]}
+    assert differing and set(parted) == differing
+    for i, d in parted.items():
+        a, b = ids["baseline"][i], ids["candidate"][i]
+        assert a[: d["position"]] == b[: d["position"]] and a[d["position"]] != b[d["position"]]
+        # Each model's own greedy token is its argmax on the shared prefix, so neither margin is negative.
+        assert d["baseline_margin"] > -1e-3 and d["candidate_margin"] > -1e-3
+        assert d["near_tie"] == (d["baseline_margin"] < 0.1)
+        assert isinstance(d["baseline_token"], str) and isinstance(d["candidate_token"], str)
+
+
+def test_flips_carry_the_divergence_and_the_gate_marks_a_near_tie() -> None:
+    from quantgate.evaluate.compare import compare_runs
+    from quantgate.evaluate.gate import evaluate_gate
+    from quantgate.store.runs import CaseRecord, RunRecord
+
+    def record(case_id: str, passed: bool) -> CaseRecord:
+        return CaseRecord(case_id, 0, passed, "x", [{"type": "is-json", "passed": passed, "code": "ok", "reason": ""}],
+                          {"completion_tokens": 1}, {"total_s": 0.1}, [1])
+
+    run = RunRecord("r", "2026-12-07", "t", "g", "sha", {})
+    info = {"c1": {"tags": [], "critical": True}, "c2": {"tags": [], "critical": True}}
+    divergences = {"c1": {"position": 3, "baseline_token": " true", "candidate_token": " false",
+                          "baseline_margin": 0.0008, "candidate_margin": 0.002, "near_tie": True},
+                   "c2": {"position": 0, "baseline_token": "{", "candidate_token": "I",
+                          "baseline_margin": 4.2, "candidate_margin": 0.3, "near_tie": False}}
+    report = compare_runs(run, [record("c1", True), record("c2", True)], run,
+                          [record("c1", False), record("c2", False)], info,
+                          token_report={"positions": 2, "divergences": divergences})
+    flips = {f["case_id"]: f for f in report["behaviour"]["flips"]}
+    assert flips["c1"]["divergence"]["baseline_margin"] == 0.0008 and flips["c2"]["divergence"]["position"] == 0
+    rule = next(r for r in evaluate_gate(report).results if r.rule == "critical_regressions")
+    assert rule.outcome == "fail"  # a near tie still counts
+    assert "c1 (near tie in the baseline: margin 0.0008 nats)" in rule.reason and "c2 (" not in rule.reason

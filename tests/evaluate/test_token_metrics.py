@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from quantgate.evaluate.token_metrics import first_divergence, position_metrics, summarise
+from quantgate.evaluate.token_metrics import divergence_at, first_divergence, position_metrics, summarise
 
 
 def test_identical_distributions_have_zero_distance() -> None:
@@ -39,6 +39,39 @@ def test_first_divergence() -> None:
     assert first_divergence([1, 2, 3], [1, 2, 3]) is None
     assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
     assert first_divergence([1, 2], [1, 2, 3]) == 2
+
+
+def _logprobs(rows: list[list[float]]) -> torch.Tensor:
+    return torch.log(torch.tensor(rows, dtype=torch.float32))
+
+
+def test_divergence_margins_at_the_first_differing_token() -> None:
+    # Position 1 is where the answers part: the baseline preferred token 2 over token 0 by
+    # log(0.48/0.47) nats, a near tie; the candidate preferred token 0 by log(0.9/0.05).
+    base = _logprobs([[0.1, 0.8, 0.1], [0.47, 0.05, 0.48], [0.2, 0.2, 0.6]])
+    cand = _logprobs([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]])
+    d = divergence_at(base, cand, [1, 2, 2], [1, 0, 2])
+    assert d is not None and d.position == 1 and (d.baseline_token, d.candidate_token) == (2, 0)
+    assert d.baseline_margin == pytest.approx(math.log(0.48 / 0.47), abs=1e-6)
+    assert d.candidate_margin == pytest.approx(math.log(0.9 / 0.05), abs=1e-6)
+    assert d.near_tie
+    firm = _logprobs([[0.1, 0.8, 0.1], [0.02, 0.03, 0.95], [0.2, 0.2, 0.6]])
+    confident = divergence_at(firm, cand, [1, 2, 2], [1, 0, 2])
+    assert confident is not None and confident.baseline_margin == pytest.approx(math.log(0.95 / 0.02), abs=1e-6)
+    assert not confident.near_tie
+
+
+def test_divergence_where_one_answer_ends() -> None:
+    base = _logprobs([[0.1, 0.8, 0.1], [0.6, 0.1, 0.3]])
+    cand = _logprobs([[0.1, 0.8, 0.1], [0.2, 0.1, 0.7]])
+    assert divergence_at(base, cand, [1, 0], [1, 0]) is None
+    ended = divergence_at(base, cand, [1, 0], [1], end_id=2)  # the candidate stopped after one token
+    assert ended is not None and (ended.position, ended.candidate_token) == (1, 2)
+    assert ended.baseline_margin == pytest.approx(math.log(0.6 / 0.3), abs=1e-6) and not ended.near_tie
+    unknown = divergence_at(base, cand, [1, 0], [1])  # no end token known: no margins
+    assert unknown is not None and unknown.candidate_token is None and unknown.baseline_margin is None
+    longer = divergence_at(base, cand, [1, 0], [1, 0, 1], end_id=2)  # the baseline ended: not scored there
+    assert longer is not None and longer.position == 2 and longer.baseline_margin is None and not longer.near_tie
 
 
 def test_shape_mismatch() -> None:

@@ -11,13 +11,15 @@ format and not another. Formatting is plain text; each renderer escapes for its 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
-    "DASH", "Report", "as_float", "consistency_summary", "failed_codes", "flip_counts", "fmt_bytes", "fmt_change",
+    "DASH", "Report", "as_float", "consistency_summary", "divergence_note", "failed_codes", "flip_counts", "fmt_bytes",
+    "fmt_change",
     "fmt_interval", "fmt_num", "fmt_p", "fmt_pct", "fmt_rate", "fmt_signed_pct", "gate_rules", "length_summary",
     "one_line", "pass_rate_scopes", "plural", "proportion_stderr", "ratio", "sanitize", "side_label", "sorted_flips",
     "token_block", "truncate", "verdict", "visible_controls",
@@ -217,6 +219,25 @@ def failed_codes(flip: dict[str, Any]) -> list[str]:
         if code not in seen:
             seen.append(code)
     return seen
+
+
+def divergence_note(flip: dict[str, Any]) -> str:
+    """Where a flip's two answers part and how firmly the baseline chose there; "" without token data.
+
+    For example ``token 17: " true" -> " false", baseline margin 0.0008 nats (near tie)``.
+    """
+    d = flip.get("divergence")
+    if not isinstance(d, dict):
+        return ""
+
+    def tok(value: Any) -> str:
+        return "(end)" if value is None else json.dumps(str(value), ensure_ascii=False)
+
+    note = f"token {d.get('position')}: {tok(d.get('baseline_token'))} -> {tok(d.get('candidate_token'))}"
+    margin = as_float(d.get("baseline_margin"))
+    if margin is not None:
+        note += f", baseline margin {margin:.2g} nats" + (" (near tie)" if d.get("near_tie") else "")
+    return note
 
 
 def token_block(report: Report) -> dict[str, Any] | None:

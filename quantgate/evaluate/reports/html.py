@@ -28,6 +28,7 @@ from quantgate.evaluate.reports.common import (
     DASH,
     Report,
     as_float,
+    divergence_note,
     failed_codes,
     flip_counts,
     fmt_bytes,
@@ -247,6 +248,7 @@ def _flips(report: Report, max_flips: int, max_output: int) -> str:
             f"{plural(imp, 'improvement')})</h2>")
     if not flips:
         return head + _note("No case changed outcome.")
+    parting = any(divergence_note(f) for f in flips[:max_flips])
     rows = []
     for f in flips[:max_flips]:
         is_reg = f.get("direction") == "regression"
@@ -259,10 +261,12 @@ def _flips(report: Report, max_flips: int, max_output: int) -> str:
         rows.append([f"<code>{_e(f.get('case_id'))}</code>" + (f"<br><small>{_e(tags)}</small>" if tags else ""),
                      flip, checks,
                      f"<pre>{_e(truncate(str(f.get('baseline_output', '')), max_output))}</pre>",
-                     f"<pre>{_e(truncate(str(f.get('candidate_output', '')), max_output))}</pre>"])
-    cols = '<colgroup><col style="width:11%"><col style="width:10%"><col style="width:19%"><col><col></colgroup>'
-    table = _table(["case", "flip", "failing checks (losing side)", "baseline output", "candidate output"], rows,
-                   cls="flips").replace("<thead>", cols + "<thead>", 1)
+                     f"<pre>{_e(truncate(str(f.get('candidate_output', '')), max_output))}</pre>",
+                     *([_e(divergence_note(f) or DASH)] if parting else [])])
+    cols = ('<colgroup><col style="width:11%"><col style="width:10%"><col style="width:19%"><col><col>'
+            + ('<col style="width:14%">' if parting else "") + "</colgroup>")
+    table = _table(["case", "flip", "failing checks (losing side)", "baseline output", "candidate output",
+                    *(["where they part"] if parting else [])], rows, cls="flips").replace("<thead>", cols + "<thead>", 1)
     more = _note(f"... and {len(flips) - max_flips} more (see the JSON report).") if len(flips) > max_flips else ""
     return head + table + more
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from quantgate.evaluate.reports.common import (
     Report,
+    divergence_note,
     fmt_interval,
     fmt_num,
     gate_rules,
@@ -100,6 +101,7 @@ def _cases_suite(report: Report, root: ET.Element, as_failures: bool, max_output
             f"regressed: passed on the baseline, fails on the candidate{critical}",
             f"tags: {', '.join(map(str, flip.get('tags') or [])) or '-'}",
             *(f"check {c.get('type')}: {c.get('code')}: {c.get('reason', '')}" for c in checks),
+            *([f"the answers part at {divergence_note(flip)}"] if divergence_note(flip) else []),
             "--- baseline output ---", truncate(str(flip.get("baseline_output", "")), max_output),
             "--- candidate output ---", truncate(str(flip.get("candidate_output", "")), max_output),
         ])

@@ -27,6 +27,7 @@ from quantgate.evaluate.reports.common import (
     Report,
     as_float,
     consistency_summary,
+    divergence_note,
     failed_codes,
     flip_counts,
     fmt_bytes,
@@ -174,6 +175,7 @@ def _flips(report: Report, max_flips: int, max_output: int) -> list[str]:
         return ["_No flipped cases._", ""]
     reg, imp, crit = flip_counts(report)
     shown = flips[:max_flips]
+    parting = any(divergence_note(f) for f in shown)
     rows = []
     for f in shown:
         direction = "regression" if f.get("direction") == "regression" else "improvement"
@@ -182,13 +184,15 @@ def _flips(report: Report, max_flips: int, max_output: int) -> list[str]:
         rows.append([code_span(f.get("case_id")), direction,
                      ", ".join(code_span(c) for c in failed_codes(f)) or DASH,
                      code_span(f.get("baseline_output", ""), max_output),
-                     code_span(f.get("candidate_output", ""), max_output)])
+                     code_span(f.get("candidate_output", ""), max_output),
+                     *([code_span(divergence_note(f)) if divergence_note(f) else DASH] if parting else [])])
     more = [f"_... and {len(flips) - len(shown)} more (see the HTML or JSON report)._", ""] \
         if len(flips) > len(shown) else []
     return ["<details>",
             f"<summary>Flipped cases: {plural(reg, 'regression')} ({crit} critical), "
             f"{plural(imp, 'improvement')}</summary>", ""] + _table(
-        ["case", "flip", "failed checks", "baseline output", "candidate output"], rows) + more + ["</details>", ""]
+        ["case", "flip", "failed checks", "baseline output", "candidate output",
+         *(["where they part"] if parting else [])], rows) + more + ["</details>", ""]
 
 
 def to_markdown(report: Report, max_flips: int = 50, max_output: int = 160) -> str:

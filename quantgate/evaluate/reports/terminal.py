@@ -27,6 +27,7 @@ from quantgate.evaluate.reports.common import (
     Report,
     as_float,
     consistency_summary,
+    divergence_note,
     failed_codes,
     flip_counts,
     fmt_bytes,
@@ -208,8 +209,9 @@ def _flips(report: Report, console: Console, max_flips: int) -> None:
         _note(console, "Flipped cases", "none: every case has the same outcome on both sides")
         return
     shown = flips[:max_flips] if max_flips >= 0 else flips
+    parting = any(divergence_note(f) for f in shown)
     table = _table(f"Flipped cases (first {len(shown)} of {len(flips)})", "case", "flip", "failed checks",
-                   "baseline output", "candidate output")
+                   "baseline output", "candidate output", *(["where they part"] if parting else []))
     table.columns[0].no_wrap = True
     table.columns[1].no_wrap = True
     for col in table.columns[3:]:
@@ -222,7 +224,8 @@ def _flips(report: Report, console: Console, max_flips: int) -> None:
             flip.append(" CRITICAL", style="bold red")
         table.add_row(_t(f.get("case_id")), flip, _t(", ".join(failed_codes(f)) or DASH),
                       _t(truncate(one_line(str(f.get("baseline_output", ""))), 80)),
-                      _t(truncate(one_line(str(f.get("candidate_output", ""))), 80)))
+                      _t(truncate(one_line(str(f.get("candidate_output", ""))), 80)),
+                      *([_t(divergence_note(f) or DASH)] if parting else []))
     console.print(table)
 
 

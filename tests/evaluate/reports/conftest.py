@@ -77,3 +77,14 @@ def non_finite(report: dict[str, Any]) -> dict[str, Any]:
     report["tokens"]["greedy_identical"] = float("inf")
     report["gate"]["rules"][5].update(outcome="warn", value=float("nan"), low=float("nan"), high=float("nan"))
     return report
+
+
+NEAR_TIE = {"position": 7, "baseline_token": "}", "candidate_token": ",", "baseline_margin": 0.0008,
+            "candidate_margin": 0.0125, "near_tie": True}
+
+
+@pytest.fixture
+def parted(report: dict[str, Any]) -> dict[str, Any]:
+    """The sample with token-level divergence data on ``j0`` (a near tie in the baseline) only."""
+    report["behaviour"]["flips"][0]["divergence"] = dict(NEAR_TIE)
+    return report

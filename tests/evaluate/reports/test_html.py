@@ -134,3 +134,13 @@ def test_renders_headless(report: dict[str, Any], tmp_path: Path) -> None:
     subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
                     "--window-size=1200,2400", page.as_uri()], check=True, timeout=60, capture_output=True)
     assert png.stat().st_size > 10_000
+
+
+def test_where_the_answers_part(parted: dict[str, Any]) -> None:
+    html = to_html(parted)
+    checker = _Checker()
+    checker.feed(html)
+    assert not checker.errors
+    row = re.search(r"<tr><td><code>j0</code>.*?</tr>", html, re.S)
+    assert row is not None and "token 7: &quot;}&quot; -&gt; &quot;,&quot;, baseline margin 0.0008 nats (near tie)" in row.group(0)
+    assert "<th>where they part</th>" in html

@@ -72,3 +72,11 @@ def test_invalid_xml_characters_are_replaced(report: dict[str, Any]) -> None:
     report["behaviour"]["flips"][0]["candidate_output"] = "\ud800 \ufffe \x0c end"
     report["gate"]["rules"][0]["reason"] = "bad \x01 reason"
     ET.fromstring(to_junit(report))
+
+
+def test_regressed_case_says_where_the_answers_part(parted: dict[str, Any]) -> None:
+    _, suites = _suites(to_junit(parted))
+    tcs = suites["quantgate.cases"].findall("testcase")
+    assert 'the answers part at token 7: "}" -> ",", baseline margin 0.0008 nats (near tie)' in (
+        _one(tcs[0], "failure").text or "")
+    assert "the answers part" not in (_one(tcs[1], "failure").text or "")

@@ -64,3 +64,12 @@ def test_degraded_and_empty(degraded: dict[str, Any], empty: dict[str, Any]) -> 
     md = to_markdown(empty)
     assert "**NONE**" in md and "_Not gated._" in md and "_No flipped cases._" in md
     assert "1 golden case missing from a run" in md
+
+
+def test_where_the_answers_part(parted: dict[str, Any], report: dict[str, Any]) -> None:
+    rows = _flip_rows(to_markdown(parted))
+    assert rows[0].endswith('| `token 7: "}" -> ",", baseline margin 0.0008 nats (near tie)` |')
+    assert rows[1].endswith("| - |")  # j3 has no token data
+    assert "where they part" in to_markdown(parted)
+    report["behaviour"]["flips"][0].pop("divergence", None)
+    assert "where they part" not in to_markdown(report)

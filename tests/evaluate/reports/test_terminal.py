@@ -65,3 +65,9 @@ def test_empty_report(empty: dict[str, Any]) -> None:
 def test_non_finite_values_show_as_dashes(non_finite: dict[str, Any]) -> None:
     text = _render(non_finite)
     assert "nan" not in text.lower().replace("nanos", "") and "inf" not in text.replace("info", "")
+
+
+def test_where_the_answers_part(parted: dict[str, Any]) -> None:
+    text = _render(parted, width=250)
+    assert "where they part" in text and 'token 7: "}" -> ",", baseline margin 0.0008 nats (near tie)' in text
+    assert max(len(ln) for ln in _render(parted, width=100).splitlines()) <= 100
