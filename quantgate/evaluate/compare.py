@@ -9,7 +9,8 @@ report) that the gate reads and every report format renders:
   with both outputs (and, with token metrics, each model's margin where the answers part); critical
   cases that regressed;
 - ``tokens``: KL divergence, top-1 agreement, probability change, perplexity ratio, greedy
-  agreement (teacher-forced on the baseline's own greedy outputs);
+  agreement (teacher-forced on the baseline's own greedy outputs); the cases the baseline holds by a
+  near tie somewhere in its answer (``fragile``), marked critical and passing or not;
 - ``consistency``: for cases sampled several times, share of passing samples and distinct answers;
 - ``length``: completion tokens, mean ratio with a bootstrap interval, Wilcoxon signed-rank p;
 - ``performance``: latency percentiles, tokens/s, weight bytes, cost per successful case.
@@ -140,13 +141,24 @@ def compare_runs(
             "flips": flips,
             "critical_regressions": critical,
         },
-        "tokens": token_report,
+        "tokens": _with_fragile_flags(token_report, case_info, base_greedy),
         "consistency": _consistency(base_cases, cand_cases),
         "length": _length(base_greedy, cand_greedy, ids, confidence),
         "performance": {"baseline": _performance(base_cases, base_run, cost, "baseline"),
                         "candidate": _performance(cand_cases, cand_run, cost, "candidate")},
     }
     return _finite(report)
+
+
+def _with_fragile_flags(tokens: dict[str, Any] | None, case_info: dict[str, dict[str, Any]],
+                        base: dict[str, CaseRecord]) -> dict[str, Any] | None:
+    """The token report with each baseline near tie marked critical or not, passing or not."""
+    if not tokens or not tokens.get("fragile"):
+        return tokens
+    marked = [{**f, "critical": bool(case_info.get(f["case_id"], {}).get("critical")),
+               "baseline_passed": base[f["case_id"]].passed if f["case_id"] in base else None}
+              for f in tokens["fragile"]]
+    return {**tokens, "fragile": marked}
 
 
 def _finite(value: Any) -> Any:

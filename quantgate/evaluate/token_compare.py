@@ -5,7 +5,8 @@ that chunk is compared, so memory stays bounded by the chunk, not the golden set
 two forward passes plus one pass over the matrices (KL, argmax, gathers), which is why its cost
 stays close to the forward passes alone (``bench/compare.py`` measures the ratio). Where the two
 greedy answers differ, the same matrices give each model's margin for its own token at the first
-differing position (``divergences``, keyed by case id): no extra forward pass.
+differing position (``divergences``, keyed by case id), and the baseline's weakest choice in each of
+its answers gives the cases it holds by a near tie (``fragile``): no extra forward pass for either.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from quantgate.evaluate.golden import GoldenSet
 from quantgate.evaluate.runner import EvalConfig, case_request
 from quantgate.evaluate.targets import LocalTarget
 from quantgate.evaluate.token_metrics import (
+    NEAR_TIE_NATS,
     Divergence,
     PositionMetrics,
     divergence_at,
     first_divergence,
     position_metrics,
     summarise,
+    weakest_choice,
 )
 from quantgate.store.runs import CaseRecord
 
@@ -52,6 +55,7 @@ def token_level(
     end_id = base.engine.tokenizer.eos_token_id
     metrics: list[PositionMetrics] = []
     parted: dict[str, Divergence] = {}
+    fragile: list[dict[str, Any]] = []
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         pairs = [(base.prompt_ids(case_request(case, 0, config)), rec.token_ids or []) for case, rec in part]
@@ -63,18 +67,25 @@ def token_level(
             found = divergence_at(b, c, targets, other.token_ids or [], end_id) if other else None
             if found is not None:
                 parted[case.id] = found
+            weakest = weakest_choice(b, targets)
+            if weakest is not None and weakest[1] < NEAR_TIE_NATS:
+                pos, margin, runner_up = weakest
+                fragile.append({"case_id": case.id, "position": pos, "token": _text(base, targets[pos]),
+                                "runner_up": _text(base, runner_up), "margin": margin})
     divergences = [first_divergence(base_greedy[i].token_ids or [], cand_greedy[i].token_ids or [])
                    for i in base_greedy if i in cand_greedy]
     report = asdict(summarise(metrics, divergences))
     report["cases"] = len(metrics)
     report["divergences"] = {cid: _divergence_dict(d, base) for cid, d in parted.items()}
+    report["fragile"] = sorted(fragile, key=lambda f: f["margin"])
     return report
 
 
-def _divergence_dict(d: Divergence, side: LocalTarget) -> dict[str, Any]:
-    def text(token: int | None) -> str | None:
-        return None if token is None else str(side.engine.tokenizer.decode([token]))
+def _text(side: LocalTarget, token: int | None) -> str | None:
+    return None if token is None else str(side.engine.tokenizer.decode([token]))
 
-    return {"position": d.position, "baseline_token": text(d.baseline_token),
-            "candidate_token": text(d.candidate_token), "baseline_margin": d.baseline_margin,
+
+def _divergence_dict(d: Divergence, side: LocalTarget) -> dict[str, Any]:
+    return {"position": d.position, "baseline_token": _text(side, d.baseline_token),
+            "candidate_token": _text(side, d.candidate_token), "baseline_margin": d.baseline_margin,
             "candidate_margin": d.candidate_margin, "near_tie": d.near_tie}

@@ -14,7 +14,9 @@ of cases generated identically and the first position where they diverge.
 Per case whose greedy answers differ (``Divergence``): how firmly each model preferred its own token
 over the other's where the answers part. A flip whose baseline margin is a few thousandths of a nat
 was a coin toss before quantization; one with a margin of several nats is a confident answer the
-candidate broke. Both count in the gate; the margin only says which kind of finding it is.
+candidate broke. Both count in the gate; the margin only says which kind of finding it is. The same
+reading on the baseline alone (``weakest_choice``: its smallest margin for its own token anywhere in
+its answer) finds the cases any perturbation may flip before one does.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from quantgate.evaluate.stats import mean_se, percentiles
 
 __all__ = ["NEAR_TIE_NATS", "Divergence", "PositionMetrics", "TokenReport", "divergence_at", "first_divergence",
-           "position_metrics", "summarise"]
+           "position_metrics", "summarise", "weakest_choice"]
 
 # Under this margin the baseline's two choices are within ~10% of each other in probability: small
 # enough that any perturbation (another kernel, a quantized weight) may tip it.
@@ -112,6 +114,24 @@ def divergence_at(
         return Divergence(pos, base_tok, cand_tok, None, None)
     b, c = base_logprobs[pos].double(), cand_logprobs[pos].double()
     return Divergence(pos, base_tok, cand_tok, float(b[base_tok] - b[cand_tok]), float(c[cand_tok] - c[base_tok]))
+
+
+def weakest_choice(logprobs: torch.Tensor, targets: Sequence[int]) -> tuple[int, float, int] | None:
+    """(position, margin in nats, runner-up token) where a model held its own answer least firmly.
+
+    ``logprobs`` is the model teacher-forced on ``targets`` (its own greedy answer); the margin at a
+    position is the target's log-prob minus the best other token's. None for an empty answer.
+    """
+    if not len(targets) or logprobs.shape[0] == 0:
+        return None
+    lp = logprobs[: len(targets)].double()
+    idx = torch.tensor(list(targets)[: lp.shape[0]], dtype=torch.long)
+    own = lp.gather(1, idx[:, None]).squeeze(1)
+    others = lp.scatter(1, idx[:, None], float("-inf"))
+    best, runner_up = others.max(-1)
+    margins = own - best
+    pos = int(margins.argmin())
+    return pos, float(margins[pos]), int(runner_up[pos])
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from quantgate.evaluate.token_metrics import divergence_at, first_divergence, position_metrics, summarise
+from quantgate.evaluate.token_metrics import divergence_at, first_divergence, position_metrics, summarise, weakest_choice
 
 
 def test_identical_distributions_have_zero_distance() -> None:
@@ -101,3 +101,13 @@ def test_summary_statistics_on_known_values() -> None:
     assert r.ppl_ratio == pytest.approx(math.exp(0.15))
     assert r.greedy_identical == 0.5 and r.first_divergence_median == 2.0
     assert sum(r.kl_histogram["counts"]) == 10
+
+
+def test_weakest_choice_is_the_smallest_margin_for_the_own_token() -> None:
+    lp = _logprobs([[0.1, 0.8, 0.1], [0.49, 0.02, 0.49], [0.3, 0.1, 0.6]])
+    pos, margin, runner_up = weakest_choice(lp, [1, 0, 2]) or (None, None, None)
+    assert (pos, runner_up) == (1, 2) and margin == pytest.approx(0.0, abs=1e-6)
+    pos, margin, runner_up = weakest_choice(lp, [1, 2, 2]) or (None, None, None)
+    assert (pos, runner_up) == (1, 0) and margin == pytest.approx(0.0, abs=1e-6)
+    assert weakest_choice(lp[:2], [1, 1]) == (1, pytest.approx(math.log(0.02 / 0.49)), 0)
+    assert weakest_choice(lp, []) is None

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
-    "DASH", "Report", "as_float", "consistency_summary", "divergence_note", "failed_codes", "flip_counts", "fmt_bytes",
+    "DASH", "Report", "as_float", "consistency_summary", "divergence_note", "failed_codes", "fragile_summary", "flip_counts", "fmt_bytes",
     "fmt_change",
     "fmt_interval", "fmt_num", "fmt_p", "fmt_pct", "fmt_rate", "fmt_signed_pct", "gate_rules", "length_summary",
     "one_line", "pass_rate_scopes", "plural", "proportion_stderr", "ratio", "sanitize", "side_label", "sorted_flips",
@@ -238,6 +238,21 @@ def divergence_note(flip: dict[str, Any]) -> str:
     if margin is not None:
         note += f", baseline margin {margin:.2g} nats" + (" (near tie)" if d.get("near_tie") else "")
     return note
+
+
+def fragile_summary(report: Report, max_ids: int = 5) -> str | None:
+    """The baseline's near ties in one line, critical ones named; None without token data or ties.
+
+    For example ``3 cases (1 critical: tool_call-010 at 0.0008 nats)``.
+    """
+    tokens = report.get("tokens")
+    fragile = tokens.get("fragile") if isinstance(tokens, dict) else None
+    if not fragile:
+        return None
+    critical = [f for f in fragile if f.get("critical")]
+    named = ", ".join(f"{f.get('case_id')} at {fmt_num(f.get('margin'), 2)} nats" for f in critical[:max_ids])
+    more = f", +{len(critical) - max_ids} more" if len(critical) > max_ids else ""
+    return f"{plural(len(fragile), 'case')} ({len(critical)} critical" + (f": {named}{more})" if critical else ")")
 
 
 def token_block(report: Report) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ from quantgate.evaluate.reports.common import (
     fmt_p,
     fmt_pct,
     fmt_rate,
+    fragile_summary,
     gate_rules,
     length_summary,
     pass_rate_scopes,
@@ -160,7 +161,9 @@ def _tokens(report: Report) -> str:
                 f"(x{fmt_num(t.get('ppl_ratio'), 4)})")],
             ["greedy generations identical", _e(fmt_pct(t.get("greedy_identical")))],
             ["first divergence, median token", _e(fmt_num(t.get("first_divergence_median")))],
-            ["positions compared", _e(t.get("positions", DASH))]]
+            ["positions compared", _e(t.get("positions", DASH))],
+            ["baseline near ties (its own token under 0.1 nats ahead somewhere)",
+             _e(fragile_summary(report) or "none")]]
     out = "<h2>Token metrics</h2>" + _table(["metric", "value"], rows, {1})
     hist = t.get("kl_histogram") or {}
     edges, counts = hist.get("log10_edges") or [], hist.get("counts") or []

@@ -37,6 +37,7 @@ from quantgate.evaluate.reports.common import (
     fmt_p,
     fmt_pct,
     fmt_rate,
+    fragile_summary,
     gate_rules,
     one_line,
     pass_rate_scopes,
@@ -138,9 +139,12 @@ def _tokens(report: Report) -> list[str]:
     row = [f"{fmt_num(t.get('kl_mean'), 4)} ± {fmt_num(t.get('kl_se'), 2)}", fmt_num(t.get("kl_p99"), 4),
            f"{fmt_pct(t.get('top1_agreement'), 2)} ± {fmt_pct(t.get('top1_se'), 2)}", fmt_num(t.get("ppl_ratio"), 4),
            fmt_pct(t.get("greedy_identical")), str(t.get("positions", DASH))]
+    fragile = fragile_summary(report)
+    note = ([f"Baseline near ties (its own token under 0.1 nats ahead somewhere in the answer): "
+             f"{escape_text(fragile)}.", ""] if fragile else [])
     return ["#### Token metrics", ""] + _table(
         ["KL mean ± se", "KL p99", "top-1 agreement", "perplexity ratio", "greedy identical", "positions"], [row],
-        "rrrrrr")
+        "rrrrrr") + note
 
 
 def _summary(report: Report) -> list[str]:

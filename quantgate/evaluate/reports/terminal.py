@@ -37,6 +37,7 @@ from quantgate.evaluate.reports.common import (
     fmt_p,
     fmt_pct,
     fmt_rate,
+    fragile_summary,
     gate_rules,
     length_summary,
     one_line,
@@ -156,6 +157,7 @@ def _tokens(report: Report, console: Console) -> None:
          f"(x{fmt_num(tokens.get('ppl_ratio'), 4)})"),
         ("greedy identical", fmt_pct(tokens.get("greedy_identical"))),
         ("first divergence (median token)", fmt_num(tokens.get("first_divergence_median"))),
+        ("baseline near ties (< 0.1 nats)", fragile_summary(report) or "none"),
     ]
     for name, value in rows:
         table.add_row(_t(name), _t(value))

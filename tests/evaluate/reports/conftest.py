@@ -88,3 +88,14 @@ def parted(report: dict[str, Any]) -> dict[str, Any]:
     """The sample with token-level divergence data on ``j0`` (a near tie in the baseline) only."""
     report["behaviour"]["flips"][0]["divergence"] = dict(NEAR_TIE)
     return report
+
+
+@pytest.fixture
+def fragile(report: dict[str, Any]) -> dict[str, Any]:
+    """The sample with two baseline near ties, one on a critical case."""
+    report["tokens"]["fragile"] = [
+        {"case_id": "j0", "position": 7, "token": "}", "runner_up": ",", "margin": 0.0008, "critical": True,
+         "baseline_passed": True},
+        {"case_id": "s0", "position": 2, "token": " there", "runner_up": "!", "margin": 0.06, "critical": False,
+         "baseline_passed": True}]
+    return report

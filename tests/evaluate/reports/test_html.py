@@ -144,3 +144,8 @@ def test_where_the_answers_part(parted: dict[str, Any]) -> None:
     row = re.search(r"<tr><td><code>j0</code>.*?</tr>", html, re.S)
     assert row is not None and "token 7: &quot;}&quot; -&gt; &quot;,&quot;, baseline margin 0.0008 nats (near tie)" in row.group(0)
     assert "<th>where they part</th>" in html
+
+
+def test_baseline_near_ties_row(fragile: dict[str, Any]) -> None:
+    html = to_html(fragile)
+    assert "2 cases (1 critical: j0 at 0.0008 nats)" in html

@@ -71,3 +71,11 @@ def test_where_the_answers_part(parted: dict[str, Any]) -> None:
     text = _render(parted, width=250)
     assert "where they part" in text and 'token 7: "}" -> ",", baseline margin 0.0008 nats (near tie)' in text
     assert max(len(ln) for ln in _render(parted, width=100).splitlines()) <= 100
+
+
+def test_baseline_near_ties_row(fragile: dict[str, Any]) -> None:
+    text = _render(fragile, width=200)
+    assert "baseline near ties (< 0.1 nats)" in text and "2 cases (1 critical: j0 at 0.0008 nats)" in text
+    fragile["tokens"].pop("fragile")
+    row = next(ln for ln in _render(fragile, width=200).splitlines() if "baseline near ties" in ln)
+    assert row.split()[-1] == "none"
