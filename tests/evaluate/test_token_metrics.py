@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from quantgate.evaluate.token_metrics import divergence_at, first_divergence, position_metrics, summarise, weakest_choice
+from quantgate.evaluate.token_metrics import (
+    divergence_at,
+    first_divergence,
+    position_metrics,
+    summarise,
+    weakest_choice,
+)
 
 
 def test_identical_distributions_have_zero_distance() -> None:

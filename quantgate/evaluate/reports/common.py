@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
-    "DASH", "Report", "as_float", "consistency_summary", "divergence_note", "failed_codes", "fragile_summary", "flip_counts", "fmt_bytes",
-    "fmt_change",
-    "fmt_interval", "fmt_num", "fmt_p", "fmt_pct", "fmt_rate", "fmt_signed_pct", "gate_rules", "length_summary",
+    "DASH", "Report", "as_float", "consistency_summary", "divergence_note", "failed_codes", "flip_counts", "fmt_bytes",
+    "fmt_change", "fmt_interval", "fmt_num", "fmt_p", "fmt_pct", "fmt_rate", "fmt_signed_pct", "fragile_summary",
+    "gate_rules", "length_summary",
     "one_line", "pass_rate_scopes", "plural", "proportion_stderr", "ratio", "sanitize", "side_label", "sorted_flips",
     "token_block", "truncate", "verdict", "visible_controls",
 ]
