@@ -88,6 +88,7 @@ def compare_sides(
     device: str = "cpu",
 ) -> CompareOutcome:
     """Evaluate both sides (local ones on ``device``), compare them, gate the candidate."""
+    from quantgate.evaluate.near_ties import probe_near_ties
     from quantgate.evaluate.token_compare import token_level, tokenizers_match
 
     golden = load_golden(golden_path, default_registry())
@@ -104,6 +105,7 @@ def compare_sides(
             if progress:
                 progress("token metrics", 0, 1)
             tokens = token_level(base_local, cand_local, golden, base_cases, cand_cases, config)
+            probe_near_ties(base_local, golden, base_cases, tokens, config)
             if progress:
                 progress("token metrics", 1, 1)
     for t in (base_target, cand_target):

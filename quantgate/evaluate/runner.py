@@ -22,7 +22,7 @@ from quantgate.evaluate.golden import GoldenSet
 from quantgate.evaluate.targets import Answer, ChatRequest, Target
 from quantgate.store.runs import CaseRecord, RunRecord, RunStore
 
-__all__ = ["EvalConfig", "case_request", "run_eval"]
+__all__ = ["EvalConfig", "case_request", "grade", "run_eval"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def run_eval(
         chunk = jobs[start : start + config.chunk]
         answers = target.answer([case_request(c, s, config) for c, s in chunk])
         for (case, sample), answer in zip(chunk, answers):
-            record = _grade(golden, case, sample, answer)
+            record = grade(golden, case, sample, answer)
             store.add_case(run.id, record)
             passed += record.passed and sample == 0
             errors += answer.error is not None
@@ -90,7 +90,7 @@ def run_eval(
     return run
 
 
-def _grade(golden: GoldenSet, case: Case, sample: int, answer: Answer) -> CaseRecord:
+def grade(golden: GoldenSet, case: Case, sample: int, answer: Answer) -> CaseRecord:
     output = parse_output(answer.output, case.where, finish_reason=answer.finish_reason,
                           completion_tokens=answer.completion_tokens)
     result = golden.compiled[case.id].run(output)

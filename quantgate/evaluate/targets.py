@@ -17,7 +17,7 @@ from quantgate.checks.reasoning import prompt_opens_reasoning, split_reasoning
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.errors import ChatTemplateError, QuantgateError
 
-__all__ = ["Answer", "ChatRequest", "LocalTarget", "Target", "UpstreamTarget", "open_target"]
+__all__ = ["Answer", "ChatRequest", "LocalTarget", "Target", "UpstreamTarget", "open_target", "with_reasoning"]
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,12 @@ class LocalTarget:
         for (i, text), g in zip(prompts, results):
             timings = {"queue_s": g.timings.queue_s, "prefill_s": g.timings.prefill_s, "ttft_s": g.timings.ttft_s,
                        "decode_s": g.timings.decode_s, "total_s": g.timings.total_s}
-            answers[i] = Answer(_with_reasoning(g.text, text), g.finish_reason, g.usage.prompt_tokens,
+            answers[i] = Answer(with_reasoning(g.text, text), g.finish_reason, g.usage.prompt_tokens,
                                 g.usage.completion_tokens, timings, g.token_ids, g.logprobs)
         return [a for a in answers if a is not None]
 
 
-def _with_reasoning(text: str, prompt: str) -> Any:
+def with_reasoning(text: str, prompt: str) -> Any:
     """The output as graded: plain text, or a message with ``reasoning_content`` when the model thought first.
 
     Split here, where the prompt is known (a template that opens ``<think>`` itself leaves only the

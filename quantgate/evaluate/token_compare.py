@@ -71,7 +71,7 @@ def token_level(
             if weakest is not None and weakest[1] < NEAR_TIE_NATS:
                 pos, margin, runner_up = weakest
                 fragile.append({"case_id": case.id, "position": pos, "token": _text(base, targets[pos]),
-                                "runner_up": _text(base, runner_up), "margin": margin})
+                                "runner_up": _text(base, runner_up), "runner_up_id": runner_up, "margin": margin})
     divergences = [first_divergence(base_greedy[i].token_ids or [], cand_greedy[i].token_ids or [])
                    for i in base_greedy if i in cand_greedy]
     report = asdict(summarise(metrics, divergences))

@@ -243,14 +243,21 @@ def divergence_note(flip: dict[str, Any]) -> str:
 def fragile_summary(report: Report, max_ids: int = 5) -> str | None:
     """The baseline's near ties in one line, critical ones named; None without token data or ties.
 
-    For example ``3 cases (1 critical: tool_call-010 at 0.0008 nats)``.
+    For example ``3 cases (1 critical: tool_call-010 at 0.0008 nats (fails if tipped))``: a critical
+    case the baseline passes whose probe (``near_ties.probe_near_ties``) failed is marked.
     """
     tokens = report.get("tokens")
     fragile = tokens.get("fragile") if isinstance(tokens, dict) else None
     if not fragile:
         return None
     critical = [f for f in fragile if f.get("critical")]
-    named = ", ".join(f"{f.get('case_id')} at {fmt_num(f.get('margin'), 2)} nats" for f in critical[:max_ids])
+
+    def name(f: dict[str, Any]) -> str:
+        tipped = f.get("if_tipped") if isinstance(f.get("if_tipped"), dict) else {}
+        fails = f.get("baseline_passed") and tipped.get("passed") is False
+        return f"{f.get('case_id')} at {fmt_num(f.get('margin'), 2)} nats" + (" (fails if tipped)" if fails else "")
+
+    named = ", ".join(name(f) for f in critical[:max_ids])
     more = f", +{len(critical) - max_ids} more" if len(critical) > max_ids else ""
     return f"{plural(len(fragile), 'case')} ({len(critical)} critical" + (f": {named}{more})" if critical else ")")
 

@@ -92,10 +92,10 @@ def parted(report: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def fragile(report: dict[str, Any]) -> dict[str, Any]:
-    """The sample with two baseline near ties, one on a critical case."""
+    """The sample with two baseline near ties, one on a critical case that fails if tipped."""
     report["tokens"]["fragile"] = [
-        {"case_id": "j0", "position": 7, "token": "}", "runner_up": ",", "margin": 0.0008, "critical": True,
-         "baseline_passed": True},
+        {"case_id": "j0", "position": 7, "token": "}", "runner_up": ",", "runner_up_id": 11, "margin": 0.0008,
+         "critical": True, "baseline_passed": True, "if_tipped": {"passed": False, "output": '{"i": 0,'}},
         {"case_id": "s0", "position": 2, "token": " there", "runner_up": "!", "margin": 0.06, "critical": False,
          "baseline_passed": True}]
     return report

@@ -148,4 +148,4 @@ def test_where_the_answers_part(parted: dict[str, Any]) -> None:
 
 def test_baseline_near_ties_row(fragile: dict[str, Any]) -> None:
     html = to_html(fragile)
-    assert "2 cases (1 critical: j0 at 0.0008 nats)" in html
+    assert "2 cases (1 critical: j0 at 0.0008 nats (fails if tipped))" in html

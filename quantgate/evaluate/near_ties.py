@@ -1,0 +1,80 @@
+"""What a critical case's answer would have been had the baseline's near tie gone the other way.
+
+The token metrics list the cases the baseline holds by a near tie (``tokens.fragile``: somewhere in
+its greedy answer its own token leads the runner-up by under 0.1 nats). Any perturbation may tip
+such a token: a quantized candidate, another kernel, another batch size. For critical cases, where
+the gate allows no regression, this module answers the question that matters before a candidate
+trips over it: forced to take the runner-up at that position, then greedy on, does the baseline's
+answer still pass? Each probed entry gets ``if_tipped``: ``{"passed", "output"}``.
+
+Trade-offs: one extra greedy generation per probed case, from the tie on, batched; only critical
+cases are probed, since a single flip elsewhere moves a pass rate whose interval the gate already
+allows for. It probes the weakest position only; a case with several near ties may tip elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantgate.engines.sampling import StopMatcher
+from quantgate.engines.types import GenerationRequest, SamplingParams
+from quantgate.evaluate.golden import GoldenSet
+from quantgate.evaluate.runner import EvalConfig, case_request, grade
+from quantgate.evaluate.targets import Answer, LocalTarget, with_reasoning
+from quantgate.store.runs import CaseRecord
+
+__all__ = ["probe_near_ties"]
+
+
+def probe_near_ties(
+    base: LocalTarget,
+    golden: GoldenSet,
+    base_cases: list[CaseRecord],
+    tokens: dict[str, Any],
+    config: EvalConfig = EvalConfig(),
+) -> int:
+    """Add ``if_tipped`` to each critical entry of ``tokens["fragile"]``; return how many were probed."""
+    greedy = {c.case_id: c for c in base_cases if c.sample == 0}
+    cases = {c.id: c for c in golden.cases}
+    engine = base.engine
+    jobs: list[tuple[dict[str, Any], list[int], str, str, GenerationRequest]] = []
+    for entry in tokens.get("fragile") or []:
+        case, record = cases.get(entry["case_id"]), greedy.get(entry["case_id"])
+        runner_up = entry.get("runner_up_id")
+        if case is None or record is None or not case.critical or not record.token_ids or runner_up is None:
+            continue
+        request = case_request(case, 0, config)
+        prompt = engine.render(request.messages, request.tools)
+        forced = list(record.token_ids[: entry["position"]]) + [int(runner_up)]
+        budget = request.params.max_tokens
+        # Tipped to the end of the answer, or onto its last allowed token: nothing left to generate.
+        mode = "end" if int(runner_up) in engine.eos_ids else "full" if len(forced) >= budget else "go"
+        params = SamplingParams(max_tokens=max(1, budget - len(forced)), stop=request.params.stop)
+        jobs.append((entry, forced, prompt, mode, GenerationRequest(engine.encode(prompt) + forced, params)))
+    todo = [job[4] for job in jobs if job[3] == "go"]
+    generated = iter(engine.generate(todo) if todo else [])  # in the order of ``jobs``
+    for entry, forced, prompt, mode, request in jobs:
+        if mode == "end":
+            ids, finish = forced[:-1], "stop"
+        elif mode == "full":
+            ids, finish = forced, "length"
+        else:
+            generation = next(generated)
+            ids, finish = forced + list(generation.token_ids), generation.finish_reason
+        text = _decoded(engine, ids, request.params.stop)
+        answer = Answer(with_reasoning(text, prompt), finish, len(request.prompt) - len(forced),
+                        len(ids) + (finish == "stop"), {})
+        graded = grade(golden, cases[entry["case_id"]], 0, answer)
+        entry["if_tipped"] = {"passed": graded.passed, "output": text}
+    return len(jobs)
+
+
+def _decoded(engine: Any, ids: list[int], stop: tuple[str, ...]) -> str:
+    """``ids`` as the engine writes an answer: one decoder over the forced and generated tokens alike."""
+    matcher = StopMatcher(engine.tokenizer, stop, engine.keeps_markers)
+    for token in ids:
+        matcher.push(token)
+        if matcher.stopped:
+            break
+    matcher.flush()
+    return matcher.text
