@@ -124,11 +124,15 @@ def weakest_choice(logprobs: torch.Tensor, targets: Sequence[int]) -> tuple[int,
     """
     if not len(targets) or logprobs.shape[0] == 0:
         return None
-    lp = logprobs[: len(targets)].double()
+    lp = logprobs[: len(targets)]
     idx = torch.tensor(list(targets)[: lp.shape[0]], dtype=torch.long)
-    own = lp.gather(1, idx[:, None]).squeeze(1)
-    others = lp.scatter(1, idx[:, None], float("-inf"))
-    best, runner_up = others.max(-1)
+    own = lp.gather(1, idx[:, None]).squeeze(1).double()
+    # The best other token is the top-1 unless the own token is the top-1, then the top-2: no copy
+    # of the (positions x vocab) matrix, which matters at a 150k vocabulary.
+    top_values, top_ids = lp.topk(2, dim=-1)
+    own_on_top = top_ids[:, 0] == idx
+    best = torch.where(own_on_top, top_values[:, 1], top_values[:, 0]).double()
+    runner_up = torch.where(own_on_top, top_ids[:, 1], top_ids[:, 0])
     margins = own - best
     pos = int(margins.argmin())
     return pos, float(margins[pos]), int(runner_up[pos])
