@@ -140,6 +140,7 @@ def eval_command(
     export: Annotated[Optional[Path], typer.Option(help="Also write the run as JSONL here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary (pass rates per tag) here; - for stdout.")] = None,
     device: Annotated[str, typer.Option(help="Where a local model runs: cpu, cuda, cuda:1 ...")] = "cpu",
+    near_ties: Annotated[bool, typer.Option("--near-ties/--no-near-ties", help="For a local model: list the answers it holds by a near tie and probe the critical ones.")] = True,
 ) -> None:
     """Answer a golden set with one target, grade every answer, store the run."""
     _quiet_libraries()
@@ -148,7 +149,7 @@ def eval_command(
     from quantgate.checks.builtin import default_registry
     from quantgate.evaluate.golden import load_golden
     from quantgate.evaluate.runner import EvalConfig, run_eval
-    from quantgate.evaluate.targets import open_target
+    from quantgate.evaluate.targets import LocalTarget, open_target
     from quantgate.store.runs import RunStore
 
     golden_set = load_golden(golden, default_registry())
@@ -164,8 +165,16 @@ def eval_command(
         try:
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task(f"eval {opened.name}", total=None)
-                run = run_eval(opened, golden_set, runs, EvalConfig(max_tokens=max_tokens),
+                config = EvalConfig(max_tokens=max_tokens)
+                run = run_eval(opened, golden_set, runs, config,
                                on_progress=lambda d, t: progress.update(task, completed=d, total=t))
+            if near_ties and isinstance(opened, LocalTarget):
+                from quantgate.evaluate.near_ties import find_near_ties
+
+                with console.status("near ties"):
+                    ties = find_near_ties(opened, golden_set, list(runs.cases(run.id)), config)
+                run.meta["near_ties"] = ties
+                runs.update_meta(run.id, run.meta)
         finally:
             opened.close()
         if export:
@@ -173,6 +182,9 @@ def eval_command(
     meta = run.meta
     for tag, (passed, total) in meta["by_tag"].items():
         console.print(f"  {tag:<24} {passed:>5}/{total:<5} {passed / total:6.1%}")
+    ties_line = _near_ties_line(meta.get("near_ties"))
+    if ties_line:
+        console.print(ties_line, markup=False, highlight=False)
     console.print(f"run {run.id}: {meta['passed']}/{meta['cases']} cases passed, {meta['errors']} engine errors, "
                   f"{meta['seconds']:.1f}s (stored in {store}; compare with run:{run.id})")
     if json_out is not None:
@@ -180,11 +192,22 @@ def eval_command(
                    "cases": meta["cases"], "passed": meta["passed"], "pass_rate": meta["passed"] / max(meta["cases"], 1),
                    "errors": meta["errors"], "seconds": round(meta["seconds"], 3),
                    "by_tag": {t: {"passed": p, "cases": n, "pass_rate": p / n} for t, (p, n) in meta["by_tag"].items()}}
+        if "near_ties" in meta:
+            summary["near_ties"] = meta["near_ties"]
         text = json.dumps(summary)
         if str(json_out) == "-":
             typer.echo(text)
         else:
             json_out.write_text(text + "\n", encoding="utf-8")
+
+
+def _near_ties_line(ties: list[dict[str, Any]] | None) -> str | None:
+    """``near ties: ...`` for the eval summary (the same wording as a comparison's reports)."""
+    if ties is None:
+        return None
+    from quantgate.evaluate.reports.common import fragile_summary
+
+    return f"  near ties (own token < 0.1 nats ahead): {fragile_summary({'tokens': {'fragile': ties}}) or 'none'}"
 
 
 @app.command()

@@ -205,6 +205,36 @@ def test_eval_json_summary_counts_passes_per_tag(tmp_path: Path, capsys: pytest.
         assert json.loads((tmp_path / "out" / "summary.json").read_text())["run"] == out.split("run ")[1].split(":")[0]
 
 
+def test_eval_of_a_local_model_lists_and_probes_its_near_ties(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "flat")
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():  # tiny tied embeddings: every next-token distribution is nearly flat
+        model.get_input_embeddings().weight.mul_(0.01)
+    model.save_pretrained(model_dir)
+    lines = [json.dumps({"id": f"c{i}", "prompt": f"case {i}", "critical": i < 2,
+                         "assert": [{"type": "not-contains", "value": "never"}]}) for i in range(4)]
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("\n".join(lines))
+    argv = ["eval", str(model_dir), "--golden", str(golden), "--store", str(tmp_path / "s.sqlite"),
+            "--max-tokens", "4", "--json", "-"]
+    code, out, err = run(argv, capsys)
+    ties = json.loads(out)["near_ties"]
+    # Every answer holds a near tie.
+    assert code == 0 and sorted(t["case_id"] for t in ties) == ["c0", "c1", "c2", "c3"]
+    assert all(t["margin"] < 0.1 for t in ties) and [t["margin"] for t in ties] == sorted(t["margin"] for t in ties)
+    probed = {t["case_id"] for t in ties if "if_tipped" in t}
+    assert probed == {"c0", "c1"}  # the critical ones
+    assert all(t["if_tipped"]["passed"] for t in ties if "if_tipped" in t)  # nothing the model writes says "never"
+    assert "near ties (own token < 0.1 nats ahead): 4 cases (2 critical: c" in err
+    code, out, err = run([*argv, "--no-near-ties"], capsys)
+    assert code == 0 and "near_ties" not in json.loads(out) and "near ties" not in err
+
+
 def test_compare_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     golden = _golden_file(tmp_path)
     bad_golden = tmp_path / "bad.jsonl"

@@ -7,6 +7,11 @@ the gate allows no regression, this module answers the question that matters bef
 trips over it: forced to take the runner-up at that position, then greedy on, does the baseline's
 answer still pass? Each probed entry gets ``if_tipped``: ``{"passed", "output"}``.
 
+``find_near_ties`` does the same for one model without a candidate (``quantgate eval``): a
+teacher-forced pass over its own greedy answers finds the near ties, then the critical ones are
+probed, so a golden set's author sees which critical cases are coin tosses before any candidate
+trips over one.
+
 Trade-offs: one extra greedy generation per probed case, from the tie on, batched; only critical
 cases are probed, since a single flip elsewhere moves a pass rate whose interval the gate already
 allows for. It probes the weakest position only; a case with several near ties may tip elsewhere.
@@ -16,14 +21,56 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from quantgate.engines.sampling import StopMatcher
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.evaluate.golden import GoldenSet
 from quantgate.evaluate.runner import EvalConfig, case_request, grade
 from quantgate.evaluate.targets import Answer, LocalTarget, with_reasoning
+from quantgate.evaluate.token_metrics import NEAR_TIE_NATS, weakest_choice
 from quantgate.store.runs import CaseRecord
 
-__all__ = ["probe_near_ties"]
+__all__ = ["find_near_ties", "near_tie", "probe_near_ties"]
+
+
+def near_tie(target: LocalTarget, case_id: str, logprobs: torch.Tensor, answer: list[int]) -> dict[str, Any] | None:
+    """The near-tie entry of one answer (``logprobs`` teacher-forced on it), or None if it has none."""
+    weakest = weakest_choice(logprobs, answer)
+    if weakest is None or weakest[1] >= NEAR_TIE_NATS:
+        return None
+    pos, margin, runner_up = weakest
+    decode = target.engine.tokenizer.decode
+    return {"case_id": case_id, "position": pos, "token": str(decode([answer[pos]])),
+            "runner_up": str(decode([runner_up])), "runner_up_id": runner_up, "margin": margin}
+
+
+def find_near_ties(
+    target: LocalTarget,
+    golden: GoldenSet,
+    cases: list[CaseRecord],
+    config: EvalConfig = EvalConfig(),
+    chunk: int = 16,
+) -> list[dict[str, Any]]:
+    """Near ties in one model's greedy answers, smallest margin first; the critical ones probed.
+
+    Each entry as in ``tokens.fragile`` of a comparison, with ``critical`` and ``baseline_passed``
+    (whether this model's own answer passed) set here.
+    """
+    greedy = {c.case_id: c for c in cases if c.sample == 0}
+    todo = [(case, greedy[case.id]) for case in golden.cases if case.id in greedy and greedy[case.id].token_ids]
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        pairs = [(target.prompt_ids(case_request(case, 0, config)), rec.token_ids or []) for case, rec in part]
+        _, logprobs = target.engine.score_batch(pairs, return_logprobs=True)  # type: ignore[misc]
+        for (case, rec), (_, answer), lp in zip(part, pairs, logprobs):
+            entry = near_tie(target, case.id, lp, answer)
+            if entry is not None:
+                found.append({**entry, "critical": case.critical, "baseline_passed": rec.passed})
+    found.sort(key=lambda e: e["margin"])
+    probe_near_ties(target, golden, cases, {"fragile": found}, config)
+    return found
 
 
 def probe_near_ties(

@@ -14,17 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from quantgate.evaluate.golden import GoldenSet
+from quantgate.evaluate.near_ties import near_tie
 from quantgate.evaluate.runner import EvalConfig, case_request
 from quantgate.evaluate.targets import LocalTarget
 from quantgate.evaluate.token_metrics import (
-    NEAR_TIE_NATS,
     Divergence,
     PositionMetrics,
     divergence_at,
     first_divergence,
     position_metrics,
     summarise,
-    weakest_choice,
 )
 from quantgate.store.runs import CaseRecord
 
@@ -67,11 +66,9 @@ def token_level(
             found = divergence_at(b, c, targets, other.token_ids or [], end_id) if other else None
             if found is not None:
                 parted[case.id] = found
-            weakest = weakest_choice(b, targets)
-            if weakest is not None and weakest[1] < NEAR_TIE_NATS:
-                pos, margin, runner_up = weakest
-                fragile.append({"case_id": case.id, "position": pos, "token": _text(base, targets[pos]),
-                                "runner_up": _text(base, runner_up), "runner_up_id": runner_up, "margin": margin})
+            tie = near_tie(base, case.id, b, targets)
+            if tie is not None:
+                fragile.append(tie)
     divergences = [first_divergence(base_greedy[i].token_ids or [], cand_greedy[i].token_ids or [])
                    for i in base_greedy if i in cand_greedy]
     report = asdict(summarise(metrics, divergences))
