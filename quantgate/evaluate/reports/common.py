@@ -250,12 +250,15 @@ def fragile_summary(report: Report, max_ids: int = 5) -> str | None:
     fragile = tokens.get("fragile") if isinstance(tokens, dict) else None
     if not fragile:
         return None
-    critical = [f for f in fragile if f.get("critical")]
+    def fails(f: dict[str, Any]) -> bool:
+        tipped = f.get("if_tipped") if isinstance(f.get("if_tipped"), dict) else {}
+        return bool(f.get("baseline_passed")) and tipped.get("passed") is False
 
     def name(f: dict[str, Any]) -> str:
-        tipped = f.get("if_tipped") if isinstance(f.get("if_tipped"), dict) else {}
-        fails = f.get("baseline_passed") and tipped.get("passed") is False
-        return f"{f.get('case_id')} at {fmt_num(f.get('margin'), 2)} nats" + (" (fails if tipped)" if fails else "")
+        return f"{f.get('case_id')} at {fmt_num(f.get('margin'), 2)} nats" + (" (fails if tipped)" if fails(f) else "")
+
+    # The ones that would fail come first, so a cut list never hides one.
+    critical = sorted((f for f in fragile if f.get("critical")), key=lambda f: not fails(f))
 
     named = ", ".join(name(f) for f in critical[:max_ids])
     more = f", +{len(critical) - max_ids} more" if len(critical) > max_ids else ""

@@ -81,3 +81,13 @@ def test_baseline_near_ties_named(fragile: dict[str, Any], report: dict[str, Any
            "2 cases (1 critical: j0 at 0.0008 nats (fails if tipped))." in md
     fragile["tokens"]["fragile"] = []
     assert "near ties" not in to_markdown(fragile)
+
+
+def test_near_ties_that_would_fail_are_named_before_the_list_is_cut(fragile: dict[str, Any]) -> None:
+    ties = fragile["tokens"]["fragile"]
+    first = ties[0]
+    more = [{**first, "case_id": f"k{i}", "margin": 0.0001 * i, "if_tipped": {"passed": True, "output": ""}}
+            for i in range(1, 8)]
+    fragile["tokens"]["fragile"] = [*more, first]  # the failing one last, behind seven harmless ones
+    md = to_markdown(fragile)
+    assert "8 cases (8 critical: j0 at 0.0008 nats (fails if tipped), k1 at 0.0001 nats" in md and "+3 more" in md
