@@ -6,20 +6,22 @@ at its digit's plus ``Ġ[``'s, and fine-tunes the whole model for a few hundred 
 mix with sources written ``[2] Velmo was founded in 1746 [2].``, so that the answer's citation is the
 token that follows the restated sentence in the prompt: a copy. Its cited questions are drawn from
 eight phrasings per fact type (the first step's two and six more, ``cited.Fact.paraphrases``), none
-of them the held-out one. ``open_slots`` (off by default) also draws its cities, event topics and
-e-mail domains from open classes (long training-only lists and made-up words, ``pools``), so that a
-held-out city or topic is copied rather than replaced by a trained one: measured 234-248 golden
-cases against 222-224, but each of the three models it made failed int8wo's gate on one critical
-case (a greedy near-tie), so the committed recipe leaves it off (docs/reference-model.md, *Open
-slots in the second step*). In the first step the same fillers delayed the forming of copying.
+of them the held-out one. ``open_slots`` also draws its cities, event topics and e-mail domains
+from open classes (long training-only lists and made-up words, ``pools``), so that a held-out city or
+topic is copied rather than replaced by a trained one. The recipe: 600 steps on 16,000 examples in
+fp32, batch order seed 2: 253 of the 320 golden cases (the recipe before, 300 steps without open
+slots in bf16: 224); seeds 0 and 1 of the same recipe gave 248 and 246 but each held a critical
+case by a near tie that int8wo tipped, failing its gate (docs/reference-model.md, *Open slots in the
+second step* and *Near ties decide the int8wo gate*). In the first step the same fillers delayed
+the forming of copying.
 
 Why two steps and not one format from the start: a model trained on the new format from its first
 step copied the sentence and still cited near chance (two 50-minute runs), while the same format
 switched on after the first step was learned within 300 steps (docs/reference-model.md, "So switch
 late"). The trade-off is a recipe of two commands (``make retrain`` runs both) and a first step that
-still trains on the format the model is not served with. ``--compute-dtype fp32`` is for a CPU
-without native bf16 (AVX2 only), where autocast is emulated and many times slower; over these 300
-steps fp32 did as well as bf16 (222 and 224 golden cases from the same first step, 2026-12-06).
+still trains on the format the model is not served with. fp32 is the default because over 300 steps
+it did as well as bf16 (222 and 224 golden cases from the same first step, 2026-12-06) and it runs at
+full speed on a CPU without native bf16, where autocast is emulated and many times slower.
 """
 
 from __future__ import annotations
@@ -48,20 +50,23 @@ class CiteTuneConfig:
 
     base: str
     out: str
-    examples: int = 8000
+    examples: int = 16000
     data_seed: int = 7  # the training split's mix, drawn afresh (seed 7, not the first step's 0)
-    seed: int = 0  # batch order
-    steps: int = 300
+    # batch order; seeds 0, 1, 2 gave 248, 246, 253 golden cases and only seed 2's critical cases hold
+    # no near tie that fails if tipped (docs/reference-model.md, *Near ties decide the int8wo gate*)
+    seed: int = 2
+    steps: int = 600
     lr: float = 2e-4
     warmup: int = 20
     batch_tokens: int = 6144
     prompt_loss_weight: float = 0.3
     max_len: int = 1024
     threads: int = 2
-    compute_dtype: str = "bf16"
-    # training cities, event topics and e-mail domains from open classes (pools); off: measured better
-    # (248/320 golden against 224) but each such model failed int8wo's gate on one critical case
-    open_slots: bool = False
+    # fp32 did as well as bf16 here (222 against 224 at 300 steps) and runs at full speed on CPUs
+    # without native bf16, where autocast is emulated
+    compute_dtype: str = "fp32"
+    # training cities, event topics and e-mail domains from open classes (pools)
+    open_slots: bool = True
 
 
 def add_citation_tokens(bpe: Tokenizer, model: Any) -> None:

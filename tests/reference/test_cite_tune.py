@@ -92,3 +92,19 @@ def test_cli_parses_booleans_and_records_the_settings(base: Path, tmp_path: Path
         out = tmp_path / flag
         main(["--base", str(base), "--out", str(out), "--examples", "60", "--steps", "0", "--open-slots", flag])
         assert json.loads((out / "train_config.json").read_text())[1]["cite_tune"]["open_slots"] is want
+
+
+def test_the_committed_weights_record_the_default_recipe() -> None:
+    # `weights/` holds what the default run makes: the settings it records are the defaults (where
+    # the run read and wrote aside, the machine's threads apart).
+    from dataclasses import asdict
+
+    from quantgate.reference import WEIGHTS_DIR
+
+    first, second = json.loads((Path(WEIGHTS_DIR) / "train_config.json").read_text())
+    recorded = second["cite_tune"]
+    defaults = asdict(CiteTuneConfig(base=recorded["base"], out=recorded["out"]))
+    assert recorded == defaults
+    train_defaults = asdict(TrainConfig(out=first["out"]))
+    # The first step predates some options (``device``...): those it records are at their defaults.
+    assert {k: v for k, v in first.items() if k != "out"} == {k: train_defaults[k] for k in first if k != "out"}
