@@ -205,9 +205,9 @@ def _near_ties_line(ties: list[dict[str, Any]] | None) -> str | None:
     """``near ties: ...`` for the eval summary (the same wording as a comparison's reports)."""
     if ties is None:
         return None
-    from quantgate.evaluate.reports.common import fragile_summary
+    from quantgate.evaluate.reports.common import near_ties_summary
 
-    return f"  near ties (own token < 0.1 nats ahead): {fragile_summary({'tokens': {'fragile': ties}}) or 'none'}"
+    return f"  near ties (own token < 0.1 nats ahead): {near_ties_summary(ties) or 'none'}"
 
 
 @app.command()

@@ -227,6 +227,7 @@ def test_eval_of_a_local_model_lists_and_probes_its_near_ties(tmp_path: Path, ca
     # Every answer holds a near tie.
     assert code == 0 and sorted(t["case_id"] for t in ties) == ["c0", "c1", "c2", "c3"]
     assert all(t["margin"] < 0.1 for t in ties) and [t["margin"] for t in ties] == sorted(t["margin"] for t in ties)
+    assert all(t["critical"] == (t["case_id"] in ("c0", "c1")) and t["baseline_passed"] for t in ties)
     probed = {t["case_id"] for t in ties if "if_tipped" in t}
     assert probed == {"c0", "c1"}  # the critical ones
     assert all(t["if_tipped"]["passed"] for t in ties if "if_tipped" in t)  # nothing the model writes says "never"

@@ -141,24 +141,13 @@ def compare_runs(
             "flips": flips,
             "critical_regressions": critical,
         },
-        "tokens": _with_fragile_flags(token_report, case_info, base_greedy),
+        "tokens": token_report,
         "consistency": _consistency(base_cases, cand_cases),
         "length": _length(base_greedy, cand_greedy, ids, confidence),
         "performance": {"baseline": _performance(base_cases, base_run, cost, "baseline"),
                         "candidate": _performance(cand_cases, cand_run, cost, "candidate")},
     }
     return _finite(report)
-
-
-def _with_fragile_flags(tokens: dict[str, Any] | None, case_info: dict[str, dict[str, Any]],
-                        base: dict[str, CaseRecord]) -> dict[str, Any] | None:
-    """The token report with each baseline near tie marked critical or not, passing or not."""
-    if not tokens or not tokens.get("fragile"):
-        return tokens
-    marked = [{**f, "critical": bool(case_info.get(f["case_id"], {}).get("critical")),
-               "baseline_passed": base[f["case_id"]].passed if f["case_id"] in base else None}
-              for f in tokens["fragile"]]
-    return {**tokens, "fragile": marked}
 
 
 def _finite(value: Any) -> Any:

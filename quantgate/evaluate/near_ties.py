@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from quantgate.checks.types import Case
 from quantgate.engines.sampling import StopMatcher
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.evaluate.golden import GoldenSet
@@ -31,18 +32,28 @@ from quantgate.evaluate.targets import Answer, LocalTarget, with_reasoning
 from quantgate.evaluate.token_metrics import NEAR_TIE_NATS, weakest_choice
 from quantgate.store.runs import CaseRecord
 
-__all__ = ["find_near_ties", "near_tie", "probe_near_ties"]
+__all__ = ["find_near_ties", "near_tie", "probe_near_ties", "token_text"]
 
 
-def near_tie(target: LocalTarget, case_id: str, logprobs: torch.Tensor, answer: list[int]) -> dict[str, Any] | None:
-    """The near-tie entry of one answer (``logprobs`` teacher-forced on it), or None if it has none."""
+def token_text(target: LocalTarget, token: int | None) -> str | None:
+    """One token as text in ``target``'s vocabulary (None stays None)."""
+    return None if token is None else str(target.engine.tokenizer.decode([token]))
+
+
+def near_tie(target: LocalTarget, case: Case, record: CaseRecord, logprobs: torch.Tensor) -> dict[str, Any] | None:
+    """The near-tie entry of ``record``'s greedy answer (``logprobs`` teacher-forced on it), or None.
+
+    The entry says whether the case is critical and whether this answer passed, which is what the
+    probe and every summary need to tell a harmless tie from one that decides a gate.
+    """
+    answer = record.token_ids or []
     weakest = weakest_choice(logprobs, answer)
     if weakest is None or weakest[1] >= NEAR_TIE_NATS:
         return None
     pos, margin, runner_up = weakest
-    decode = target.engine.tokenizer.decode
-    return {"case_id": case_id, "position": pos, "token": str(decode([answer[pos]])),
-            "runner_up": str(decode([runner_up])), "runner_up_id": runner_up, "margin": margin}
+    return {"case_id": case.id, "position": pos, "token": token_text(target, answer[pos]),
+            "runner_up": token_text(target, runner_up), "runner_up_id": runner_up, "margin": margin,
+            "critical": case.critical, "baseline_passed": record.passed}
 
 
 def find_near_ties(
@@ -54,8 +65,7 @@ def find_near_ties(
 ) -> list[dict[str, Any]]:
     """Near ties in one model's greedy answers, smallest margin first; the critical ones probed.
 
-    Each entry as in ``tokens.fragile`` of a comparison, with ``critical`` and ``baseline_passed``
-    (whether this model's own answer passed) set here.
+    Each entry as in ``tokens.fragile`` of a comparison (``baseline_passed``: this model's own answer).
     """
     greedy = {c.case_id: c for c in cases if c.sample == 0}
     todo = [(case, greedy[case.id]) for case in golden.cases if case.id in greedy and greedy[case.id].token_ids]
@@ -64,10 +74,10 @@ def find_near_ties(
         part = todo[start : start + chunk]
         pairs = [(target.prompt_ids(case_request(case, 0, config)), rec.token_ids or []) for case, rec in part]
         _, logprobs = target.engine.score_batch(pairs, return_logprobs=True)  # type: ignore[misc]
-        for (case, rec), (_, answer), lp in zip(part, pairs, logprobs):
-            entry = near_tie(target, case.id, lp, answer)
+        for (case, rec), lp in zip(part, logprobs):
+            entry = near_tie(target, case, rec, lp)
             if entry is not None:
-                found.append({**entry, "critical": case.critical, "baseline_passed": rec.passed})
+                found.append(entry)
     found.sort(key=lambda e: e["margin"])
     probe_near_ties(target, golden, cases, {"fragile": found}, config)
     return found

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from quantgate.evaluate.golden import GoldenSet
-from quantgate.evaluate.near_ties import near_tie
+from quantgate.evaluate.near_ties import near_tie, token_text
 from quantgate.evaluate.runner import EvalConfig, case_request
 from quantgate.evaluate.targets import LocalTarget
 from quantgate.evaluate.token_metrics import (
@@ -60,13 +60,13 @@ def token_level(
         pairs = [(base.prompt_ids(case_request(case, 0, config)), rec.token_ids or []) for case, rec in part]
         _, base_lp = base.engine.score_batch(pairs, return_logprobs=True)  # type: ignore[misc]
         _, cand_lp = cand.engine.score_batch(pairs, return_logprobs=True)  # type: ignore[misc]
-        for (case, _), (_, targets), b, c in zip(part, pairs, base_lp, cand_lp):
+        for (case, rec), (_, targets), b, c in zip(part, pairs, base_lp, cand_lp):
             metrics.append(position_metrics(b, c, targets))
             other = cand_greedy.get(case.id)
             found = divergence_at(b, c, targets, other.token_ids or [], end_id) if other else None
             if found is not None:
                 parted[case.id] = found
-            tie = near_tie(base, case.id, b, targets)
+            tie = near_tie(base, case, rec, b)
             if tie is not None:
                 fragile.append(tie)
     divergences = [first_divergence(base_greedy[i].token_ids or [], cand_greedy[i].token_ids or [])
@@ -78,11 +78,7 @@ def token_level(
     return report
 
 
-def _text(side: LocalTarget, token: int | None) -> str | None:
-    return None if token is None else str(side.engine.tokenizer.decode([token]))
-
-
 def _divergence_dict(d: Divergence, side: LocalTarget) -> dict[str, Any]:
-    return {"position": d.position, "baseline_token": _text(side, d.baseline_token),
-            "candidate_token": _text(side, d.candidate_token), "baseline_margin": d.baseline_margin,
+    return {"position": d.position, "baseline_token": token_text(side, d.baseline_token),
+            "candidate_token": token_text(side, d.candidate_token), "baseline_margin": d.baseline_margin,
             "candidate_margin": d.candidate_margin, "near_tie": d.near_tie}

@@ -20,7 +20,7 @@ from typing import Any
 __all__ = [
     "DASH", "Report", "as_float", "consistency_summary", "divergence_note", "failed_codes", "flip_counts", "fmt_bytes",
     "fmt_change", "fmt_interval", "fmt_num", "fmt_p", "fmt_pct", "fmt_rate", "fmt_signed_pct", "fragile_summary",
-    "gate_rules", "length_summary",
+    "gate_rules", "length_summary", "near_ties_summary",
     "one_line", "pass_rate_scopes", "plural", "proportion_stderr", "ratio", "sanitize", "side_label", "sorted_flips",
     "token_block", "truncate", "verdict", "visible_controls",
 ]
@@ -241,15 +241,20 @@ def divergence_note(flip: dict[str, Any]) -> str:
 
 
 def fragile_summary(report: Report, max_ids: int = 5) -> str | None:
-    """The baseline's near ties in one line, critical ones named; None without token data or ties.
+    """The baseline's near ties (``tokens.fragile``) in one line; None without token data or ties."""
+    tokens = report.get("tokens")
+    return near_ties_summary(tokens.get("fragile") if isinstance(tokens, dict) else None, max_ids)
+
+
+def near_ties_summary(fragile: list[dict[str, Any]] | None, max_ids: int = 5) -> str | None:
+    """Near-tie entries in one line, critical ones named; None when there are none.
 
     For example ``3 cases (1 critical: tool_call-010 at 0.0008 nats (fails if tipped))``: a critical
     case the baseline passes whose probe (``near_ties.probe_near_ties``) failed is marked.
     """
-    tokens = report.get("tokens")
-    fragile = tokens.get("fragile") if isinstance(tokens, dict) else None
     if not fragile:
         return None
+
     def fails(f: dict[str, Any]) -> bool:
         tipped = f.get("if_tipped") if isinstance(f.get("if_tipped"), dict) else {}
         return bool(f.get("baseline_passed")) and tipped.get("passed") is False
