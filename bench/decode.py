@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quantized-dtype", default=None, choices=["fp32", "bf16"],
                     help="activations of the quantized schemes (default: each scheme's, `auto` resolved on this CPU; "
                          "the figures in docs/benchmarks.md before 2026-11-28 are bf16)")
+    ap.add_argument("--int8-kernel", default="on", choices=["on", "off", "both"],
+                    help="int8 weight-only layers on quantgate's CPU kernel (on), torchao's path (off), or each "
+                         "in turn, side by side (both: rows of the torchao path get mode `eager-ao`/`compile-ao`)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny random model, 32+16 tokens, 1 repeat")
     ap.add_argument("--profile", action="store_true",
@@ -176,6 +179,7 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
 
     from quantgate.engines.local import LocalEngine
     from quantgate.quantize.apply import quantize_model
+    from quantgate.quantize.int8_kernel import use_int8_kernel
     from quantgate.quantize.schemes import get_scheme
 
     scheme = get_scheme(scheme_name)
@@ -199,9 +203,14 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
             f"{common.fmt_bytes(wbytes['linear'])}, quantized {plan_summary or '-'} in {quant_s:.1f}s")
         return [{"model": source.name, "scheme": scheme_name, "weight_bytes": wbytes,
                  "quantize_s": quant_s, "layers": plan_summary}]
-    for mode in modes:
+    kernels = {"on": [True], "off": [False], "both": [True, False]}[args.int8_kernel]
+    if args.int8_kernel == "both" and not use_int8_kernel(loaded.model):
+        kernels = [True]  # no layer the kernel takes: a torchao row would repeat the other
+    for compile_mode, kernel in [(m, k) for m in modes for k in kernels]:
         torch._dynamo.reset()  # a fresh recompile budget per engine: bench/README.md, "Compile hygiene"
-        engine = LocalEngine(loaded, max_batch_size=max(batch_sizes), compile=(mode == "compile"))
+        engine = LocalEngine(loaded, max_batch_size=max(batch_sizes), compile=(compile_mode == "compile"),
+                             int8_kernel=kernel)
+        mode = compile_mode if kernel or args.int8_kernel != "both" else f"{compile_mode}-ao"
         engine.eos_ids = set()  # run every row to max_tokens (documented in the module docstring)
         for batch in batch_sizes:
             prompts = make_prompts(source, batch, args.prompt_tokens)

@@ -53,6 +53,7 @@ def test_quantize_inspect_generate(tiny_model_dir: Path, tmp_path: Path, capsys:
     assert code == 0
     code, stdout, _ = run(["schemes"], capsys)
     assert "int4wo-g128" in stdout
+    assert "int8 weight-only decode with fp32 activations on this CPU: " in stdout
 
 
 def test_unknown_scheme(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,143 @@
+"""quantgate's CPU kernel for int8 weight-only linears (quantgate.quantize.int8_kernel).
+
+Its output is held to torchao's own int8 weight-only path on the same quantized weights (the thing
+it replaces), at every row count around its limits and at widths that are not a multiple of its
+16-wide step; the build is tried against a missing compiler and a CPU without AVX2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantgate.engines.local import LocalEngine
+from quantgate.engines.types import GenerationRequest, SamplingParams
+from quantgate.models.loading import load_model
+from quantgate.quantize.apply import quantize_model
+from quantgate.quantize.int8_kernel import MAX_ROWS, build, int8_linear, kernel_status, use_int8_kernel
+from quantgate.quantize.schemes import get_scheme
+
+ready = pytest.mark.skipif(kernel_status() != "ready", reason=f"int8 kernel unavailable: {kernel_status()}")
+
+
+def _quantized(in_features: int, out_features: int, scheme: str = "int8wo", bias: bool = False) -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(in_features, out_features, bias=bias))
+    quantize_model(model, get_scheme(scheme), device="cpu")
+    return model
+
+
+@ready
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 15, 16, MAX_ROWS + 1, 40])  # 2-D input: rows
+@pytest.mark.parametrize("in_features", [256, 100])  # 100: a tail after the 16-wide steps
+def test_kernel_matches_torchaos_int8_path(rows: int, in_features: int) -> None:
+    model = _quantized(in_features, 96, bias=True)
+    x = torch.randn(rows, in_features)
+    with torch.no_grad():
+        assert use_int8_kernel(model, enabled=False) == 0
+        reference = model(x)
+        assert use_int8_kernel(model) == 1
+        out = model(x)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    if rows > MAX_ROWS:  # a prefill takes torchao's arithmetic itself
+        assert torch.equal(out, reference)
+
+
+@ready
+@pytest.mark.parametrize("in_features", [256, 100])
+def test_a_decode_row_comes_out_the_same_alone_or_in_any_batch(in_features: int) -> None:
+    w = _quantized(in_features, 64)[0].weight
+    x = torch.randn(37, 1, in_features)  # 37 sequences, one new position each: past MAX_ROWS, odd
+    batched = int8_linear(x, w.qdata, w.scale)
+    for size in (1, 2, 3, 5):
+        for start in range(0, 37 - size, 7):
+            part = int8_linear(x[start:start + size], w.qdata, w.scale)
+            assert torch.equal(part, batched[start:start + size]), (size, start)
+
+
+@ready
+def test_a_prefill_takes_torchaos_arithmetic() -> None:
+    w = _quantized(64, 32)[0].weight
+    x = torch.randn(2, 3, 64)  # three positions per sequence
+    expected = ((x.reshape(-1, 64) @ w.qdata.t().float()) * w.scale.reshape(1, -1)).reshape(2, 3, 32)
+    assert torch.equal(int8_linear(x, w.qdata, w.scale), expected)
+
+
+@ready
+def test_leading_dimensions_and_non_contiguous_rows_are_kept() -> None:
+    model = _quantized(64, 48)
+    w = model[0].weight
+    x = torch.randn(2, 3, 1, 128)[..., ::2]  # (2, 3, 1, 64), strided: one position, two leading dims
+    y = int8_linear(x, w.qdata, w.scale)
+    assert y.shape == (2, 3, 1, 48)
+    expected = (x.reshape(-1, 64) @ w.qdata.t().float()) * w.scale.reshape(1, -1)
+    torch.testing.assert_close(y.reshape(-1, 48), expected, rtol=1e-5, atol=1e-5)
+
+
+@ready
+def test_layers_it_cannot_take_keep_torchaos_path() -> None:
+    dynamic = _quantized(64, 32, scheme="int8dq")  # activations quantized too: not weight-only
+    assert use_int8_kernel(dynamic) == 0 and "forward" not in dynamic[0].__dict__
+    grouped = _quantized(64, 32, scheme="int4wo-g32")
+    assert use_int8_kernel(grouped) == 0
+    bf16 = _quantized(64, 32)
+    bf16.to(torch.bfloat16)
+    x = torch.randn(2, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        use_int8_kernel(bf16, enabled=False)
+        reference = bf16(x)
+        use_int8_kernel(bf16)
+        assert torch.equal(bf16(x), reference)  # bf16 activations: the op falls back to torchao's arithmetic
+
+
+def test_build_says_why_not_without_a_compiler_or_avx2(tmp_path: Path) -> None:
+    fn, why = build(compiler="no-such-cc-quantgate", cache=tmp_path)
+    assert fn is None and "no-such-cc-quantgate" in why
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 neon\n")
+    fn, why = build(cpuinfo=str(cpuinfo), cache=tmp_path)
+    assert fn is None and "AVX2" in why
+
+
+@ready
+def test_build_compiles_into_the_cache_once(tmp_path: Path) -> None:
+    fn, why = build(cache=tmp_path)
+    assert fn is not None and why == ""
+    built = list(tmp_path.glob("int8_linear-*.so"))
+    assert len(built) == 1
+    mtime = built[0].stat().st_mtime_ns
+    assert build(cache=tmp_path)[0] is not None
+    assert built[0].stat().st_mtime_ns == mtime and len(list(tmp_path.iterdir())) == 1
+
+
+def _greedy(engine: LocalEngine) -> list[list[float]]:
+    requests = [GenerationRequest(prompt=[5 + i, 9, 17, 33 + i], params=SamplingParams(max_tokens=8))
+                for i in range(3)]
+    return [g.logprobs for g in engine.generate(requests)]
+
+
+@ready
+def test_the_cpu_engine_decodes_int8wo_through_the_kernel(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="fp32")
+    quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")
+    torchao = LocalEngine(loaded, int8_kernel=False)
+    assert torchao.int8_kernel_layers == 0
+    reference = _greedy(torchao)
+    engine = LocalEngine(loaded)
+    assert engine.int8_kernel_layers == sum(isinstance(m, torch.nn.Linear) for m in loaded.model.modules())
+    for ours, theirs in zip(_greedy(engine), reference, strict=True):
+        assert ours == pytest.approx(theirs, abs=1e-4)
+
+
+@ready
+@pytest.mark.slow
+def test_frozen_compiled_step_runs_the_kernel(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="fp32")
+    quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")
+    eager = _greedy(LocalEngine(loaded))
+    compiled = LocalEngine(loaded, compile=True)
+    assert compiled.freeze and compiled.int8_kernel_layers > 0
+    for ours, theirs in zip(_greedy(compiled), eager, strict=True):
+        assert ours == pytest.approx(theirs, abs=1e-4)
