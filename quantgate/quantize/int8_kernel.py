@@ -111,7 +111,7 @@ def kernel_status() -> str:
 def int8_linear(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``x @ (qdata * scale).T`` for an int8 ``qdata`` (N x K) and one fp32 scale per output row.
 
-    Through the C kernel for fp32 ``x`` that holds one position per sequence (``batch x 1 x K``: a
+    Through the C kernel for fp32 CPU ``x`` that holds one position per sequence (``batch x 1 x K``: a
     decode step, whatever the batch) or at most ``MAX_ROWS`` rows of 2-D input; otherwise (a prefill)
     as torchao computes it. Choosing by positions rather than by rows keeps a sequence on the same
     arithmetic alone or in a batch. Also the op ``torch.ops.quantgate.int8_linear``, which
@@ -120,7 +120,7 @@ def int8_linear(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> to
     n, k = qdata.shape
     fn = _library()[0]
     one_step = x.dim() >= 3 and x.shape[-2] == 1 or x.dim() == 2 and x.shape[0] <= MAX_ROWS
-    if fn is None or x.dtype != torch.float32 or not one_step:
+    if fn is None or x.dtype != torch.float32 or not one_step or x.device.type != "cpu":
         rows = x.reshape(-1, k)
         return ((rows @ qdata.t().to(x.dtype)) * scale.reshape(1, n).to(x.dtype)).reshape(*x.shape[:-1], n)
     # called ~140 times a decode step: nothing copied that is already laid out right

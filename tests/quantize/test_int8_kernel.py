@@ -66,6 +66,14 @@ def test_a_prefill_takes_torchaos_arithmetic() -> None:
 
 
 @ready
+def test_tensors_off_the_cpu_never_reach_the_c_code() -> None:
+    w = _quantized(64, 32)[0].weight
+    x = torch.empty(3, 1, 64, device="meta")  # a model moved off the CPU after the engine set it up
+    y = int8_linear(x, w.qdata.to("meta"), w.scale.to("meta"))
+    assert y.device.type == "meta" and y.shape == (3, 1, 32)
+
+
+@ready
 def test_leading_dimensions_and_non_contiguous_rows_are_kept() -> None:
     model = _quantized(64, 48)
     w = model[0].weight
