@@ -134,8 +134,8 @@ def int8_linear(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> to
 
 
 # The op compiled graphs call, registered once per process like any torch op. torch.library's
-# low-level API, not ``custom_op``: its dispatch cost 44 us a call here against custom_op's 71 us, on
-# ~140 calls a decode step of a 291M model; eager calls skip the dispatcher altogether (``_forward``).
+# low-level API, not ``custom_op``: a call (64x64 layer, one row) cost 19 us against custom_op's 39 us
+# here, on ~140 calls a decode step of a 291M model; eager calls skip the dispatcher (12 us, ``_forward``).
 _OPS = torch.library.Library("quantgate", "DEF")
 _OPS.define("int8_linear(Tensor x, Tensor qdata, Tensor scale) -> Tensor")
 _OPS.impl("int8_linear", int8_linear, "CPU")
