@@ -18,11 +18,11 @@ weights are prepacked for oneDNN) when the model holds quantized weights, where 
 tens of MiB; a float model is frozen only on request (``freeze=True``), since the prepacked copy
 doubles its linear weights in memory (+468 MiB on a 291M bf16 model) for 1.3-1.8x its compiled
 decode speed. Measured on that 291M Llama at batch 1: docs/benchmarks.md, "Compiled decode
-settings". On the CPU, int8 weight-only layers run quantgate's own kernel at decode sizes
+settings". On the CPU, int8 weight-only layers run quantgate's own kernel at decode steps
 (``quantize.int8_kernel``: torchao's path widens every weight on every call); ``int8_kernel=False``
 keeps torchao's, and the engine's model is changed either way (its layers' ``forward``), so engines
-that share one model share the choice of the last one built. A frozen engine never sees later in-place edits of the weights; quantgate swaps
-variants by loading a new engine, never by editing one.
+that share one model share the choice of the last one built. A frozen engine never sees later
+in-place edits of the weights; quantgate swaps variants by loading a new engine, never by editing one.
 """
 
 from __future__ import annotations
@@ -114,12 +114,12 @@ class LocalEngine:
         # None: freeze where it costs no second copy of the weights (module docstring).
         self.freeze = freeze if freeze is not None else any(is_quantized(p) for p in self.model.parameters())
         self.device = loaded.device
-        # int8 weight-only layers on the CPU decode through quantgate's kernel (quantize.int8_kernel)
-        self.int8_kernel_layers = use_int8_kernel(self.model, int8_kernel and self.device == "cpu")
         unsupported = kvcache.unsupported_cache(self.model)
         if unsupported is not None:
             raise ModelLoadError(f"{loaded.path}: {unsupported}; quantgate's local engine serves attention models "
                                  f"(serve this one through an upstream server)")
+        # int8 weight-only layers on the CPU decode through quantgate's kernel (quantize.int8_kernel)
+        self.int8_kernel_layers = use_int8_kernel(self.model, int8_kernel and self.device == "cpu")
         config = self.model.config
         self.max_context = int(getattr(config, "max_position_embeddings", 2048))
         self.pad_id = self._pad_id()

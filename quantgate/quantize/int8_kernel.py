@@ -148,6 +148,8 @@ def _(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
 
 def _fits(weight: Any) -> bool:
     """Whether ``weight`` is a symmetric per-row int8 weight-only tensor on the CPU."""
+    if type(weight) is torch.Tensor or type(weight) is torch.nn.Parameter:
+        return False  # a float model: no torchao import (seconds, the first time) for nothing
     from torchao.quantization import Int8Tensor
 
     if not isinstance(weight, Int8Tensor) or weight.device.type != "cpu":
