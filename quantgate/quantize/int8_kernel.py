@@ -37,23 +37,14 @@ from typing import Any
 
 import torch
 
+from quantgate.quantize.schemes import cpu_flags
+
 __all__ = ["MAX_ROWS", "build", "int8_linear", "kernel_status", "use_int8_kernel"]
 
 MAX_ROWS = 16  # for 2-D input; beyond this a matrix multiply beats the row kernel
 _SOURCE = Path(__file__).with_name("kernels") / "int8_linear.c"
 # -ffp-contract=off: the scalar tail is summed the same way in every row (int8_linear.c says why)
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
-
-
-def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _cache_dir() -> Path:
@@ -63,7 +54,7 @@ def _cache_dir() -> Path:
 
 def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Path | None = None) -> tuple[Any, str]:
     """Build (or find in ``cache``) and load the kernel: (the callable or None, why not)."""
-    if not {"avx2", "fma"} <= _cpu_flags(cpuinfo):
+    if not {"avx2", "fma"} <= cpu_flags(cpuinfo):
         return None, f"this CPU lacks AVX2/FMA (by {cpuinfo})"
     found = shutil.which(compiler or os.environ.get("CC", "cc"))
     if found is None:

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from quantgate.errors import UnknownSchemeError, UnsupportedSchemeError
 
-__all__ = ["SCHEMES", "Scheme", "cpu_has_native_bf16", "get_scheme", "scheme_names"]
+__all__ = ["SCHEMES", "Scheme", "cpu_flags", "cpu_has_native_bf16", "get_scheme", "scheme_names"]
 
 Kind = Literal["float", "int8wo", "int4wo", "int8dq", "intxwo", "fp8wo", "fp8dq"]
 
@@ -138,21 +138,25 @@ class Scheme:
         raise UnknownSchemeError(f"scheme {self.name!r} does not quantize")
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags from ``cpuinfo`` (x86 Linux); empty where the file is missing or lists none."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return set()
+    return set()
+
+
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX-BF16, from ``cpuinfo``).
 
     Where the file does not exist (not Linux) the answer is no, and ``auto`` schemes run in fp32:
     correct everywhere, at worst slower than bf16 would have been.
     """
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        return False
-    return False
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 def _build() -> dict[str, Scheme]:
