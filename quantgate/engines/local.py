@@ -18,8 +18,8 @@ weights are prepacked for oneDNN) when the model holds quantized weights, where 
 tens of MiB; a float model is frozen only on request (``freeze=True``), since the prepacked copy
 doubles its linear weights in memory (+468 MiB on a 291M bf16 model) for 1.3-1.8x its compiled
 decode speed. Measured on that 291M Llama at batch 1: docs/benchmarks.md, "Compiled decode
-settings". On the CPU, int8 weight-only layers run quantgate's own kernel at decode steps
-(``quantize.int8_kernel``: torchao's path widens every weight on every call); ``int8_kernel=False``
+settings". On the CPU, int8 weight-only layers of an fp32 model run quantgate's own kernel at
+decode steps (``quantize.int8_kernel``: torchao's path widens every weight on every call); ``int8_kernel=False``
 keeps torchao's, and the engine's model is changed either way (its layers' ``forward``), so engines
 that share one model share the choice of the last one built. A frozen engine never sees later
 in-place edits of the weights; quantgate swaps variants by loading a new engine, never by editing one.

@@ -90,14 +90,17 @@ def test_layers_it_cannot_take_keep_torchaos_path() -> None:
     assert use_int8_kernel(dynamic) == 0 and "forward" not in dynamic[0].__dict__
     grouped = _quantized(64, 32, scheme="int4wo-g32")
     assert use_int8_kernel(grouped) == 0
-    bf16 = _quantized(64, 32)
-    bf16.to(torch.bfloat16)
+    bf16 = torch.nn.Sequential(torch.nn.Linear(64, 32, bias=False)).to(torch.bfloat16)
+    quantize_model(bf16, get_scheme("int8wo"), device="cpu")  # a model loaded in bf16, then quantized
+    assert use_int8_kernel(bf16) == 0 and "forward" not in bf16[0].__dict__
+    moved = _quantized(64, 32)
+    assert use_int8_kernel(moved) == 1
+    moved.to(torch.bfloat16)  # moved to bf16 after its layers were routed: the op falls back inside
     x = torch.randn(2, 64, dtype=torch.bfloat16)
     with torch.no_grad():
-        use_int8_kernel(bf16, enabled=False)
-        reference = bf16(x)
-        use_int8_kernel(bf16)
-        assert torch.equal(bf16(x), reference)  # bf16 activations: the op falls back to torchao's arithmetic
+        routed = moved(x)
+        use_int8_kernel(moved, enabled=False)
+        assert torch.equal(routed, moved(x))
 
 
 def test_build_says_why_not_without_a_compiler_or_avx2(tmp_path: Path) -> None:
@@ -149,3 +152,9 @@ def test_frozen_compiled_step_runs_the_kernel(tiny_model_dir: Path) -> None:
     assert compiled.freeze and compiled.int8_kernel_layers > 0
     for ours, theirs in zip(_greedy(compiled), eager, strict=True):
         assert ours == pytest.approx(theirs, abs=1e-4)
+
+
+def test_a_bf16_engine_keeps_torchaos_path(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="bf16")
+    quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")
+    assert LocalEngine(loaded).int8_kernel_layers == 0  # inductor's own int8 kernel takes bf16 (_fits)
