@@ -7,9 +7,9 @@ bumps whenever a scheme's numerics change.
 
 Which torchao path each scheme takes, and why (torchao 0.18, torch 2.13):
 
-- ``int8wo``: ``Int8WeightOnlyConfig``, per-channel (per output row). CPU kernel
-  ``aten._weight_int8pack_mm``: fast with bf16 activations once compiled, on a CPU that computes
-  bf16 natively.
+- ``int8wo``: ``Int8WeightOnlyConfig``, per-channel (per output row). On the CPU, decode steps
+  with fp32 activations run quantgate's own kernel (``quantize.int8_kernel``); with bf16 ones,
+  compiled, inductor turns torchao's arithmetic into ``aten._weight_int8pack_mm``.
 - ``int4wo-gN``: on CPU, the prototype ``PrototypeInt4WeightOnlyConfig`` (opaque packing for
   ``aten._weight_int4pack_mm_for_cpu``); on CUDA, ``Int4WeightOnlyConfig`` in the tile-packed
   layout of torch's own tinygemm kernel (``aten._weight_int4pack_mm``): torchao's default there, the
@@ -31,8 +31,15 @@ when a variant is made (``resolved_compute_dtype``) to bf16 on CUDA or on a CPU 
 (AVX512-BF16 or AMX), else fp32. On an AVX2-only CPU bf16 arithmetic is emulated: measured on the
 reference model there, an ``int8wo`` prefill of 16x150 tokens took 1.58 s with bf16 activations and
 0.29 s with fp32 (``int2wo-g32``: 1.96 s vs 0.39 s). ``int4wo`` stays bf16 everywhere: its CPU
-kernel with fp32 activations was 23x slower still. The variant records the dtype it resolved to
-and always loads in it, so a variant behaves the same on whichever machine it is served.
+kernel with fp32 activations was 23x slower still. ``int8wo`` resolves to fp32 on any CPU where
+quantgate's own int8 decode kernel runs (``quantize.int8_kernel``: AVX2, FMA, a C compiler) and that
+has no AMX: on a 2-core AMD EPYC with ``avx512_bf16`` a 291M Llama decoded at 59.1 tok/s eager and
+61.8 compiled at batch 1 in fp32 through the kernel, against 12.4 and 44.6 with bf16 activations on
+torchao's path (bf16 eager 19.1-23.4; batch 8 eager 128.9 against 69.1), for a prefill 0.6x as fast
+(291 against 498 tok/s at 128 tokens): docs/benchmarks.md, *int8wo's compute dtype on the AMD
+avx512_bf16 host*. With AMX, bf16 keeps the prefill on its tiles and the kernel is not measured
+there. The variant records the dtype it resolved to and always loads in it, so a variant behaves the
+same on whichever machine it is served.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from typing import Any, Literal
 
 from quantgate.errors import UnknownSchemeError, UnsupportedSchemeError
 
-__all__ = ["SCHEMES", "Scheme", "cpu_flags", "cpu_has_native_bf16", "get_scheme", "scheme_names"]
+__all__ = ["SCHEMES", "Scheme", "cpu_flags", "cpu_has_native_bf16", "get_scheme", "int8_kernel_ready",
+           "scheme_names"]
 
 Kind = Literal["float", "int8wo", "int4wo", "int8dq", "intxwo", "fp8wo", "fp8dq"]
 
@@ -80,7 +88,11 @@ class Scheme:
         """The activation dtype a variant made on ``device`` should compute in (``auto`` resolved)."""
         if self.compute_dtype != "auto":
             return self.compute_dtype
-        return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
+        if device.startswith("cuda"):
+            return "bf16"
+        if self.kind == "int8wo" and "amx_bf16" not in cpu_flags() and int8_kernel_ready():
+            return "fp32"  # quantgate's fp32 decode kernel beats torchao's bf16 path (module docstring)
+        return "bf16" if cpu_has_native_bf16() else "fp32"
 
     def check_device(self, device: str) -> None:
         """Refuse schemes the device cannot run, before any model is touched."""
@@ -148,6 +160,13 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     except OSError:
         return set()
     return set()
+
+
+def int8_kernel_ready() -> bool:
+    """Whether quantgate's int8 decode kernel runs on this machine (``quantize.int8_kernel``; builds it once)."""
+    from quantgate.quantize.int8_kernel import kernel_status  # imports torch: only when asked
+
+    return kernel_status() == "ready"
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
