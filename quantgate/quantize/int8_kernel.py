@@ -18,9 +18,15 @@ outputs differ from torchao's in the last bits (relative error ~5e-7), so a gree
 from torchao's where two tokens were a near tie. ``LocalEngine(..., int8_kernel=False)`` keeps
 torchao's path everywhere.
 
-The compiled library is cached under ``$XDG_CACHE_HOME/quantgate/kernels`` (default ``~/.cache``),
-named by the hash of its source and flags, so a changed source builds anew and concurrent builds do
-not collide (each writes a temporary file and renames it).
+Compiled graphs call the kernel as the op ``torch.ops.quantgate.int8_linear``, whose CPU
+implementation is registered from C++ (``kernels/int8_linear_op.cpp``, built against the installed
+torch with the system C++ compiler) where that builds, since a call through torch's dispatcher into
+Python costs about three times one into C++ (``op_implementation`` has the figures); elsewhere the
+Python function below is registered instead, with the same arithmetic.
+
+The compiled libraries are cached under ``$XDG_CACHE_HOME/quantgate/kernels`` (default ``~/.cache``),
+named by the hash of their sources and flags (and torch's version, for the op), so a change builds
+anew and concurrent builds do not collide (each writes a temporary file and renames it).
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ import torch
 
 from quantgate.quantize.schemes import cpu_flags
 
-__all__ = ["MAX_ROWS", "build", "int8_linear", "kernel_status", "use_int8_kernel"]
+__all__ = ["MAX_ROWS", "build", "build_op", "int8_linear", "kernel_status", "op_implementation", "use_int8_kernel"]
 
 MAX_ROWS = 16  # for 2-D input; beyond this a matrix multiply beats the row kernel
 _SOURCE = Path(__file__).with_name("kernels") / "int8_linear.c"
+_OP_SOURCE = _SOURCE.with_name("int8_linear_op.cpp")
 # -ffp-contract=off: the scalar tail is summed the same way in every row (int8_linear.c says why)
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 
@@ -59,24 +66,11 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
     found = shutil.which(compiler or os.environ.get("CC", "cc"))
     if found is None:
         return None, f"no C compiler {compiler or os.environ.get('CC', 'cc')!r} on PATH"
-    source = _SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(_FLAGS).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
     target = (cache or _cache_dir()) / f"int8_linear-{digest}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            done = subprocess.run([found, *_FLAGS, "-o", tmp, str(_SOURCE)], capture_output=True, text=True,
-                                  check=False, timeout=120)
-            if done.returncode != 0:
-                return None, f"{found} failed: {done.stderr.strip()[:300]}"
-            os.replace(tmp, target)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return None, f"building the kernel failed: {e}"
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    why = _compile([found, *_FLAGS, str(_SOURCE)], target)
+    if why:
+        return None, why
     try:
         lib = ctypes.CDLL(str(target))
     except OSError as e:
@@ -85,6 +79,44 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
     fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
     fn.restype = None
     return fn, ""
+
+
+def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Path | None, str]:
+    """Build (or find in ``cache``) the op's C++ CPU implementation against this torch: (the library, or None
+    and why not). Load it with ``torch.ops.load_library``; ``op_implementation`` does, once per process."""
+    found = shutil.which(compiler or os.environ.get("CXX", "c++"))
+    if found is None:
+        return None, f"no C++ compiler {compiler or os.environ.get('CXX', 'c++')!r} on PATH"
+    root = Path(torch.__file__).parent
+    flags = (*_FLAGS, "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+             f"-DQG_MAX_ROWS={MAX_ROWS}")
+    # the library is tied to this torch's headers and ABI as much as to the sources
+    key = _OP_SOURCE.read_bytes() + _SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()
+    target = (cache or _cache_dir()) / f"int8_linear_op-{hashlib.sha256(key).hexdigest()[:16]}.so"
+    why = _compile([found, *flags, "-I", str(root / "include"), "-I", str(root / "include/torch/csrc/api/include"),
+                    "-I", str(_SOURCE.parent), str(_OP_SOURCE), "-L", str(root / "lib"), "-lc10", "-ltorch_cpu"],
+                   target)
+    return (None, why) if why else (target, "")
+
+
+def _compile(command: list[str], target: Path) -> str:
+    """Run ``command -o <temporary file>`` and move the result to ``target``, unless it is there; why it failed, or ""."""
+    if target.exists():
+        return ""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([*command, "-o", tmp], capture_output=True, text=True, check=False, timeout=300)
+        if done.returncode != 0:
+            return f"{command[0]} failed: {done.stderr.strip()[:300]}"
+        os.replace(tmp, target)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"building {target.name} failed: {e}"
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ""
 
 
 @functools.cache
@@ -124,12 +156,34 @@ def int8_linear(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> to
     return y
 
 
-# The op compiled graphs call, registered once per process like any torch op. torch.library's
-# low-level API, not ``custom_op``: a call (64x64 layer, one row) cost 19 us against custom_op's 39 us
-# here, on ~140 calls a decode step of a 291M model; eager calls skip the dispatcher (12 us, ``_forward``).
+# The op compiled graphs call, defined once per process like any torch op (torch.library's low-level
+# API: ``custom_op`` would add its own Python wrapper). ``op_implementation`` gives it its CPU code.
 _OPS = torch.library.Library("quantgate", "DEF")
 _OPS.define("int8_linear(Tensor x, Tensor qdata, Tensor scale) -> Tensor")
-_OPS.impl("int8_linear", int8_linear, "CPU")
+
+
+@functools.cache
+def op_implementation() -> str:
+    """Give the op its CPU implementation, once per process: ``"c++"`` where ``build_op`` succeeds and
+    the C kernel runs here, else the Python one (``"python: <why>"``).
+
+    Why C++: a compiled decode step of a 291M Llama calls the op ~140 times. One row through a 64x64
+    layer cost 9.7 us a call through the dispatcher into the Python implementation, 3.4 us into the
+    C++ one, and 7.1 us as a direct ctypes call (2-core AMD EPYC with ``avx512_bf16``; on the AVX2-only
+    one 19 us into Python, 5.3 into a C++ prototype, 12 by ctypes). The price: a C++ compiler and
+    torch's headers (shipped in its wheel), and ~8 s to build, once per torch version and source.
+    """
+    why = _library()[1]
+    if not why:
+        path, why = build_op()
+        if path is not None:
+            try:
+                torch.ops.load_library(str(path))
+                return "c++"
+            except (OSError, RuntimeError) as e:
+                why = f"loading {path} failed: {e}"
+    _OPS.impl("int8_linear", int8_linear, "CPU")
+    return f"python: {why}"
 
 
 @torch.library.register_fake("quantgate::int8_linear")
@@ -160,10 +214,10 @@ def _fits(weight: Any) -> bool:
             and (zero is None or not bool(zero.any())))
 
 
-def _forward(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+def _forward(module: torch.nn.Linear, eager: Any, x: torch.Tensor) -> torch.Tensor:
     w = module.weight
     y = (torch.ops.quantgate.int8_linear(x, w.qdata, w.scale) if torch.compiler.is_compiling()
-         else int8_linear(x, w.qdata, w.scale))
+         else eager(x, w.qdata, w.scale))
     return y if module.bias is None else y + module.bias
 
 
@@ -179,6 +233,9 @@ def use_int8_kernel(model: torch.nn.Module, enabled: bool = True) -> int:
         for m in layers:
             m.__dict__.pop("forward", None)
         return 0
+    # eager calls: the C++ op through the dispatcher beats ctypes, which beats the dispatcher into Python
+    # (``op_implementation``'s docstring)
+    eager = torch.ops.quantgate.int8_linear.default if op_implementation() == "c++" else int8_linear
     for m in layers:
-        m.forward = functools.partial(_forward, m)
+        m.forward = functools.partial(_forward, m, eager)
     return len(layers)

@@ -16,7 +16,15 @@ from quantgate.engines.local import LocalEngine
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models.loading import load_model
 from quantgate.quantize.apply import quantize_model
-from quantgate.quantize.int8_kernel import MAX_ROWS, build, int8_linear, kernel_status, use_int8_kernel
+from quantgate.quantize.int8_kernel import (
+    MAX_ROWS,
+    build,
+    build_op,
+    int8_linear,
+    kernel_status,
+    op_implementation,
+    use_int8_kernel,
+)
 from quantgate.quantize.schemes import get_scheme
 
 ready = pytest.mark.skipif(kernel_status() != "ready", reason=f"int8 kernel unavailable: {kernel_status()}")
@@ -101,6 +109,33 @@ def test_layers_it_cannot_take_keep_torchaos_path() -> None:
         routed = moved(x)
         use_int8_kernel(moved, enabled=False)
         assert torch.equal(routed, moved(x))
+
+
+@ready
+@pytest.mark.parametrize("shape", [(3, 1, 100), (1, 100), (MAX_ROWS, 100), (MAX_ROWS + 1, 100), (2, 3, 100)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_cpp_op_computes_what_the_python_one_does(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    if op_implementation() != "c++":
+        pytest.skip(f"the op's C++ implementation did not build here: {op_implementation()}")
+    w = _quantized(100, 48)[0].weight
+    x = torch.randn(*shape[:-1], 2 * shape[-1]).to(dtype)[..., ::2]  # strided, as a view of activations can be
+    ours = torch.ops.quantgate.int8_linear(x, w.qdata, w.scale)
+    assert ours.dtype == dtype and ours.shape == (*shape[:-1], 48)
+    assert torch.equal(ours, int8_linear(x, w.qdata, w.scale))  # same C kernel, same fallback arithmetic
+
+
+def test_build_op_says_why_not_without_a_compiler(tmp_path: Path) -> None:
+    path, why = build_op(compiler="no-such-cxx-quantgate", cache=tmp_path)
+    assert path is None and "no-such-cxx-quantgate" in why and not list(tmp_path.iterdir())
+
+
+@ready
+@pytest.mark.slow
+def test_build_op_compiles_into_the_cache_once(tmp_path: Path) -> None:
+    path, why = build_op(cache=tmp_path)  # ~8 s: the default suite builds it once, in the user's cache
+    assert path is not None and why == "" and path.parent == tmp_path
+    mtime = path.stat().st_mtime_ns
+    assert build_op(cache=tmp_path)[0] == path and path.stat().st_mtime_ns == mtime
 
 
 def test_build_says_why_not_without_a_compiler_or_avx2(tmp_path: Path) -> None:
