@@ -4,7 +4,9 @@ Why: torchao 0.18 runs an int8 weight-only linear with fp32 activations as ``mm(
 which widens the whole weight on every call, and torch's own ``_weight_int8pack_mm`` reads int8 at
 ~1 GB/s on an AVX2-only CPU. A decode step reads every weight once, so it is bound by how fast the
 weights are read: ``kernels/int8_linear.c`` widens 32 int8 weights at a time in registers and
-multiplies them into two activation rows at once. On a 2-core AMD EPYC without AVX-512
+multiplies them into two activation rows at once (on a CPU with AVX-512, into four rows, and two
+output columns share each block of activations past 8 rows; the sums and their order stay the same,
+so both builds give the same bits). On a 2-core AMD EPYC without AVX-512
 (docs/benchmarks.md, *The batch-1 targets on the AVX2-only AMD host, and quantgate's int8 kernel*),
 twelve 2816x1024 layers at one row: 2.97 ms against 8.8-22 ms on torchao's path and 8.6 ms for the
 same layers in fp32; a 291M Llama decodes 2.9x faster compiled than on torchao's path.
@@ -54,6 +56,12 @@ _OP_SOURCE = _SOURCE.with_name("int8_linear_op.cpp")
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 
 
+def _isa_flags(flags: set[str]) -> tuple[str, ...]:
+    """The kernel's compiler flags for a CPU with these ``/proc/cpuinfo`` flags: its AVX-512 path where
+    the CPU has it (the build is for the machine it runs on, and the flags name the cached file)."""
+    return (*_FLAGS, "-mavx512f") if "avx512f" in flags else _FLAGS
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "quantgate" / "kernels"
@@ -66,9 +74,10 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
     found = shutil.which(compiler or os.environ.get("CC", "cc"))
     if found is None:
         return None, f"no C compiler {compiler or os.environ.get('CC', 'cc')!r} on PATH"
-    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
+    flags = _isa_flags(cpu_flags(cpuinfo))
+    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
     target = (cache or _cache_dir()) / f"int8_linear-{digest}.so"
-    why = _compile([found, *_FLAGS, str(_SOURCE)], target)
+    why = _compile([found, *flags, str(_SOURCE)], target)
     if why:
         return None, why
     try:
@@ -88,7 +97,7 @@ def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Pa
     if found is None:
         return None, f"no C++ compiler {compiler or os.environ.get('CXX', 'c++')!r} on PATH"
     root = Path(torch.__file__).parent
-    flags = (*_FLAGS, "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+    flags = (*_isa_flags(cpu_flags()), "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
              f"-DQG_MAX_ROWS={MAX_ROWS}")
     # the library is tied to this torch's headers and ABI as much as to the sources
     key = _OP_SOURCE.read_bytes() + _SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()

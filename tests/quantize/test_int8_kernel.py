@@ -25,7 +25,7 @@ from quantgate.quantize.int8_kernel import (
     op_implementation,
     use_int8_kernel,
 )
-from quantgate.quantize.schemes import get_scheme
+from quantgate.quantize.schemes import cpu_flags, get_scheme
 
 ready = pytest.mark.skipif(kernel_status() != "ready", reason=f"int8 kernel unavailable: {kernel_status()}")
 
@@ -59,7 +59,7 @@ def test_a_decode_row_comes_out_the_same_alone_or_in_any_batch(in_features: int)
     w = _quantized(in_features, 64)[0].weight
     x = torch.randn(37, 1, in_features)  # 37 sequences, one new position each: past MAX_ROWS, odd
     batched = int8_linear(x, w.qdata, w.scale)
-    for size in (1, 2, 3, 5):
+    for size in (1, 2, 3, 4, 5, 9):  # tiles of 1-4 rows, one or two columns (past 8 rows) on AVX-512
         for start in range(0, 37 - size, 7):
             part = int8_linear(x[start:start + size], w.qdata, w.scale)
             assert torch.equal(part, batched[start:start + size]), (size, start)
@@ -145,6 +145,23 @@ def test_build_says_why_not_without_a_compiler_or_avx2(tmp_path: Path) -> None:
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 neon\n")
     fn, why = build(cpuinfo=str(cpuinfo), cache=tmp_path)
     assert fn is None and "AVX2" in why
+
+
+@ready
+@pytest.mark.skipif("avx512f" not in cpu_flags(), reason="the CPU has no AVX-512")
+def test_the_avx512_build_computes_what_the_avx2_one_does(tmp_path: Path) -> None:
+    avx512, why = build(cache=tmp_path)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: " + " ".join(sorted(cpu_flags() - {"avx512f"})) + "\n")
+    avx2, why2 = build(cpuinfo=str(cpuinfo), cache=tmp_path)
+    assert avx512 is not None and avx2 is not None, (why, why2)
+    assert len(list(tmp_path.glob("int8_linear-*.so"))) == 2  # the flags name the file
+    for rows, n, k in [(1, 96, 100), (3, 97, 256), (9, 50, 1000), (16, 64, 37), (4, 2816, 1024)]:
+        x, w, s = torch.randn(rows, k), torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n)
+        out = [torch.empty(rows, n), torch.empty(rows, n)]
+        for fn, y in zip((avx512, avx2), out, strict=True):
+            fn(x.data_ptr(), w.data_ptr(), s.data_ptr(), y.data_ptr(), rows, n, k, 2)
+        assert torch.equal(out[0], out[1]), (rows, n, k)  # same sums in the same order, wider registers
 
 
 @ready
