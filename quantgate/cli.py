@@ -266,11 +266,11 @@ def schemes() -> None:
         compute = s.compute_dtype if s.compute_dtype != "auto" else f"auto ({s.resolved_compute_dtype('cpu')})"
         table.add_row(s.name, str(s.weight_bits), str(s.group_size or "-"), s.activation, compute, s.description)
     _console().print(table)
-    from quantgate.quantize.int8_kernel import kernel_status, op_implementation
+    from quantgate.quantize.int8_kernel import kernel_isa, kernel_status, op_implementation
 
     status = kernel_status()
     _console().print(f"int8 weight-only decode with fp32 activations on this CPU: "
-                     f"{'quantgate kernel' if status == 'ready' else f'torchao path ({status})'}")
+                     f"{f'quantgate kernel ({kernel_isa()} build)' if status == 'ready' else f'torchao path ({status})'}")
     if status == "ready":
         impl = op_implementation()
         _console().print("  compiled graphs call it through its "

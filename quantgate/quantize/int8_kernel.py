@@ -47,7 +47,8 @@ import torch
 
 from quantgate.quantize.schemes import cpu_flags
 
-__all__ = ["MAX_ROWS", "build", "build_op", "int8_linear", "kernel_status", "op_implementation", "use_int8_kernel"]
+__all__ = ["MAX_ROWS", "build", "build_op", "int8_linear", "kernel_isa", "kernel_status", "op_implementation",
+           "use_int8_kernel"]
 
 MAX_ROWS = 16  # for 2-D input; beyond this a matrix multiply beats the row kernel
 _SOURCE = Path(__file__).with_name("kernels") / "int8_linear.c"
@@ -138,6 +139,11 @@ def kernel_status() -> str:
     """``"ready"``, or why the kernel cannot run here (builds it on first call)."""
     fn, why = _library()
     return "ready" if fn is not None else why
+
+
+def kernel_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The instruction set the kernel is built for on this CPU: ``"AVX-512"`` or ``"AVX2"``."""
+    return "AVX-512" if "-mavx512f" in _isa_flags(cpu_flags(cpuinfo)) else "AVX2"
 
 
 def int8_linear(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from quantgate.quantize.int8_kernel import (
     build,
     build_op,
     int8_linear,
+    kernel_isa,
     kernel_status,
     op_implementation,
     use_int8_kernel,
@@ -145,6 +146,14 @@ def test_build_says_why_not_without_a_compiler_or_avx2(tmp_path: Path) -> None:
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 neon\n")
     fn, why = build(cpuinfo=str(cpuinfo), cache=tmp_path)
     assert fn is None and "AVX2" in why
+
+
+def test_kernel_isa_follows_the_cpu_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu avx2 fma avx512f\n")
+    assert kernel_isa(str(cpuinfo)) == "AVX-512"
+    cpuinfo.write_text("flags\t\t: fpu avx2 fma\n")
+    assert kernel_isa(str(cpuinfo)) == "AVX2"
 
 
 @ready
