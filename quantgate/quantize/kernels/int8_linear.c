@@ -26,6 +26,8 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+static inline __m256 widen8(__m128i eight_bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(eight_bytes)); }
+
 #if defined(__AVX512F__)
 #define ROWS 4
 #define COLS 2
@@ -33,8 +35,10 @@ static inline float hsum(__m256 v) {
 typedef __m512 vec;
 static inline vec vzero(void) { return _mm512_setzero_ps(); }
 static inline vec vload(const float *p) { return _mm512_loadu_ps(p); }
-static inline vec vwiden(const int8_t *p) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+/* 32 weights as floats, in SUMS registers */
+static inline void widen(const int8_t *p, vec *out) {
+    out[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+    out[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 16))));
 }
 static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline __m256 high(vec v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
@@ -50,8 +54,12 @@ static inline float total(const vec *a) {
 typedef __m256 vec;
 static inline vec vzero(void) { return _mm256_setzero_ps(); }
 static inline vec vload(const float *p) { return _mm256_loadu_ps(p); }
-static inline vec vwiden(const int8_t *p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+static inline void widen(const int8_t *p, vec *out) { /* two 16-byte loads, not four 8-byte ones */
+    const __m128i lo = _mm_loadu_si128((const __m128i *)p), hi = _mm_loadu_si128((const __m128i *)(p + 16));
+    out[0] = widen8(lo);
+    out[1] = widen8(_mm_srli_si128(lo, 8));
+    out[2] = widen8(hi);
+    out[3] = widen8(_mm_srli_si128(hi, 8));
 }
 static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
 static inline float total(const vec *a) {
@@ -70,12 +78,10 @@ static inline float row8(const float *xr, const int8_t *wr, int64_t K, float sca
     for (; k + 32 <= K; k += 32) {
         const __m128i lo = _mm_loadu_si128((const __m128i *)(wr + k));
         const __m128i hi = _mm_loadu_si128((const __m128i *)(wr + k + 16));
-        a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(xr + k), a0);
-        a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))),
-                             _mm256_loadu_ps(xr + k + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(xr + k + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))),
-                             _mm256_loadu_ps(xr + k + 24), a3);
+        a0 = _mm256_fmadd_ps(widen8(lo), _mm256_loadu_ps(xr + k), a0);
+        a1 = _mm256_fmadd_ps(widen8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xr + k + 8), a1);
+        a2 = _mm256_fmadd_ps(widen8(hi), _mm256_loadu_ps(xr + k + 16), a2);
+        a3 = _mm256_fmadd_ps(widen8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xr + k + 24), a3);
     }
     float t = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; k < K; k++) t += xr[k] * (float)wr[k];
@@ -94,8 +100,7 @@ static inline __attribute__((always_inline)) void tile(const float *x, const int
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
         vec wv[COLS][SUMS];
-        for (int c = 0; c < C; c++)
-            for (int j = 0; j < SUMS; j++) wv[c][j] = vwiden(w + (n + c) * K + k + j * LANES);
+        for (int c = 0; c < C; c++) widen(w + (n + c) * K + k, wv[c]);
         for (int r = 0; r < R; r++)
             for (int j = 0; j < SUMS; j++) {
                 const vec xv = vload(x + (m + r) * K + k + j * LANES);
