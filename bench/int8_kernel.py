@@ -1,8 +1,9 @@
 """One stack of int8 weight-only layers three ways: fp32, torchao's path, quantgate's CPU kernel.
 
 Twelve 2816x1024 layers (a 291M Llama's MLP widths, 33 MiB of int8, more than the caches hold), each
-quantized with the ``int8wo`` scheme; per row count (1, 2, 4, 8, 16, 32: decode batches and a small
-prefill) the median time of one pass through all twelve, for
+quantized with the ``int8wo`` scheme; per row count (1 to 64, as decode batches: ``rows x 1 x K``, one
+new position per sequence, which the kernel takes at any batch size) the median time of one pass
+through all twelve, for
 
 * ``fp32``: the same layers unquantized (what the bytes would cost as floats);
 * ``torchao``: the quantized layers as torchao 0.18 runs them (``mm(x, w.to(fp32)) * s``);
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--out-features", type=int, default=2816)
     ap.add_argument("--in-features", type=int, default=1024)
-    ap.add_argument("--rows", default="1,2,4,8,16,32")
+    ap.add_argument("--rows", default="1,2,4,8,16,32,64")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
           f"ms per pass (x fp32)")
     with torch.no_grad():
         for m in [int(r) for r in args.rows.split(",")]:
-            x = torch.randn(m, args.in_features)
+            x = torch.randn(m, 1, args.in_features)  # a decode step's shape: 2-D input past MAX_ROWS is a prefill
             times: dict[str, list[float]] = {"fp32": [], "torchao": [], "kernel": []}
             for i in range(args.repeats + 2):
                 use_int8_kernel(quantized, enabled=False)
