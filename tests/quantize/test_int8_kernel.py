@@ -39,7 +39,7 @@ def _quantized(in_features: int, out_features: int, scheme: str = "int8wo", bias
 
 
 @ready
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 15, 16, MAX_ROWS + 1, 40])  # 2-D input: rows
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 15, 16, 40, MAX_ROWS, MAX_ROWS + 1])  # 2-D input: rows
 @pytest.mark.parametrize("in_features", [256, 100])  # 100: a tail after the 16-wide steps
 def test_kernel_matches_torchaos_int8_path(rows: int, in_features: int) -> None:
     model = _quantized(in_features, 96, bias=True)
@@ -67,11 +67,18 @@ def test_a_decode_row_comes_out_the_same_alone_or_in_any_batch(in_features: int)
 
 
 @ready
-def test_a_prefill_takes_torchaos_arithmetic() -> None:
+def test_a_long_prefill_takes_torchaos_arithmetic_and_a_short_one_the_kernel() -> None:
     w = _quantized(64, 32)[0].weight
-    x = torch.randn(2, 3, 64)  # three positions per sequence
-    expected = ((x.reshape(-1, 64) @ w.qdata.t().float()) * w.scale.reshape(1, -1)).reshape(2, 3, 32)
-    assert torch.equal(int8_linear(x, w.qdata, w.scale), expected)
+
+    def torchaos(x: torch.Tensor) -> torch.Tensor:
+        return (x.reshape(-1, 64) @ w.qdata.t().float()) * w.scale.reshape(1, -1)
+
+    long = torch.randn(2, MAX_ROWS // 2 + 1, 64)  # several positions per sequence, MAX_ROWS + 2 rows
+    assert torch.equal(int8_linear(long, w.qdata, w.scale), torchaos(long).reshape(*long.shape[:-1], 32))
+    short = torch.randn(2, MAX_ROWS // 2, 64)  # MAX_ROWS rows: each summed as the kernel sums a decode row
+    rows = int8_linear(short.reshape(-1, 1, 64), w.qdata, w.scale)
+    assert torch.equal(int8_linear(short, w.qdata, w.scale), rows.reshape(*short.shape[:-1], 32))
+    torch.testing.assert_close(rows.reshape(-1, 32), torchaos(short), rtol=1e-5, atol=1e-5)
 
 
 @ready
@@ -113,7 +120,8 @@ def test_layers_it_cannot_take_keep_torchaos_path() -> None:
 
 
 @ready
-@pytest.mark.parametrize("shape", [(3, 1, 100), (1, 100), (MAX_ROWS, 100), (MAX_ROWS + 1, 100), (2, 3, 100)])
+@pytest.mark.parametrize("shape", [(3, 1, 100), (1, 100), (MAX_ROWS, 100), (MAX_ROWS + 1, 100), (2, 3, 100),
+                                   (2, MAX_ROWS, 100)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_cpp_op_computes_what_the_python_one_does(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     if op_implementation() != "c++":

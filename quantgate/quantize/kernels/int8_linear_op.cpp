@@ -16,13 +16,13 @@ namespace {
 constexpr int64_t kMaxRows = QG_MAX_ROWS;
 
 /* The same choice as int8_kernel.int8_linear: the C kernel for fp32 CPU input holding one position per
-   sequence (or at most kMaxRows rows of 2-D input), torchao's arithmetic for everything else. */
+   sequence or at most kMaxRows rows in all, torchao's arithmetic for everything else. */
 at::Tensor int8_linear(const at::Tensor &x, const at::Tensor &qdata, const at::Tensor &scale) {
     const int64_t n = qdata.size(0), k = qdata.size(1);
-    const bool one_step = (x.dim() >= 3 && x.size(-2) == 1) || (x.dim() == 2 && x.size(0) <= kMaxRows);
+    const bool takes = (x.dim() >= 3 && x.size(-2) == 1) || x.numel() <= kMaxRows * k;
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = n;
-    if (x.scalar_type() != at::kFloat || !one_step || !x.device().is_cpu()) {
+    if (x.scalar_type() != at::kFloat || !takes || !x.device().is_cpu()) {
         at::Tensor rows = x.reshape({-1, k});
         at::Tensor y = rows.mm(qdata.t().to(x.scalar_type())) * scale.reshape({1, n}).to(x.scalar_type());
         return y.reshape(shape);
