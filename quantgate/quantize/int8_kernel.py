@@ -41,6 +41,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +52,28 @@ from quantgate.quantize.schemes import cpu_flags
 __all__ = ["MAX_ROWS", "build", "build_op", "int8_linear", "kernel_isa", "kernel_status", "op_implementation",
            "use_int8_kernel"]
 
-# Beyond this many rows (other than a decode step's one position per sequence, which the kernel takes
-# at any batch) a matrix multiply wins: twelve 2816x1024 layers at 32 rows took 20.5 ms in the AVX-512
-# build, 35.7 on torchao's path; at 64, 39.5 against 47.8; at 256, 123-130 against 107-117 (K=2816).
-# The AVX2 build holds 2 rows to a tile, not 4, and was measured up to 16.
-MAX_ROWS = 64 if "avx512f" in cpu_flags() else 16
 _SOURCE = Path(__file__).with_name("kernels") / "int8_linear.c"
 _OP_SOURCE = _SOURCE.with_name("int8_linear_op.cpp")
 # -ffp-contract=off: the scalar tail is summed the same way in every row (int8_linear.c says why)
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
+# Per build: its extra flags (which also name the cached file: the build is for the CPU it runs on), and
+# the most rows in all that a call other than a decode step (one position per sequence, taken at any
+# batch) sends through the kernel, beyond which a matrix multiply wins. Twelve 2816x1024 layers at 32
+# rows took 20.5 ms in the AVX-512 build, 35.7 on torchao's path; at 64, 39.5 against 47.8; at 256,
+# 123-130 against 107-117 (K=2816). The AVX2 build holds 2 rows to a tile, not 4, and was measured up to 16.
+_BUILDS = {"AVX-512": (("-mavx512f",), 64), "AVX2": ((), 16)}
 
 
-def _isa_flags(flags: set[str]) -> tuple[str, ...]:
-    """The kernel's compiler flags for a CPU with these ``/proc/cpuinfo`` flags: its AVX-512 path where
-    the CPU has it (the build is for the machine it runs on, and the flags name the cached file)."""
-    return (*_FLAGS, "-mavx512f") if "avx512f" in flags else _FLAGS
+def kernel_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The instruction set the kernel is built for on this CPU: ``"AVX-512"`` or ``"AVX2"``."""
+    return "AVX-512" if "avx512f" in cpu_flags(cpuinfo) else "AVX2"
+
+
+def _build_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    return (*_FLAGS, *_BUILDS[kernel_isa(cpuinfo)][0])
+
+
+MAX_ROWS = _BUILDS[kernel_isa()][1]
 
 
 def _cache_dir() -> Path:
@@ -80,7 +88,7 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
     found = shutil.which(compiler or os.environ.get("CC", "cc"))
     if found is None:
         return None, f"no C compiler {compiler or os.environ.get('CC', 'cc')!r} on PATH"
-    flags = _isa_flags(cpu_flags(cpuinfo))
+    flags = _build_flags(cpuinfo)
     digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
     target = (cache or _cache_dir()) / f"int8_linear-{digest}.so"
     why = _compile([found, *flags, str(_SOURCE)], target)
@@ -103,7 +111,7 @@ def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Pa
     if found is None:
         return None, f"no C++ compiler {compiler or os.environ.get('CXX', 'c++')!r} on PATH"
     root = Path(torch.__file__).parent
-    flags = (*_isa_flags(cpu_flags()), "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+    flags = (*_build_flags(), "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
              f"-DQG_MAX_ROWS={MAX_ROWS}")
     # the library is tied to this torch's headers and ABI as much as to the sources
     key = _OP_SOURCE.read_bytes() + _SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()
@@ -144,11 +152,6 @@ def kernel_status() -> str:
     """``"ready"``, or why the kernel cannot run here (builds it on first call)."""
     fn, why = _library()
     return "ready" if fn is not None else why
-
-
-def kernel_isa(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The instruction set the kernel is built for on this CPU: ``"AVX-512"`` or ``"AVX2"``."""
-    return "AVX-512" if "-mavx512f" in _isa_flags(cpu_flags(cpuinfo)) else "AVX2"
 
 
 def int8_linear(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -235,7 +238,7 @@ def _fits(weight: Any) -> bool:
             and (zero is None or not bool(zero.any())))
 
 
-def _forward(module: torch.nn.Linear, eager: Any, x: torch.Tensor) -> torch.Tensor:
+def _forward(module: torch.nn.Linear, eager: Callable[..., torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     w = module.weight
     y = (torch.ops.quantgate.int8_linear(x, w.qdata, w.scale) if torch.compiler.is_compiling()
          else eager(x, w.qdata, w.scale))
