@@ -28,6 +28,20 @@ static inline float hsum(__m256 v) {
 
 static inline __m256 widen8(__m128i eight_bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(eight_bytes)); }
 
+/* 32 weights as floats in four 8-lane registers (two 16-byte loads, not four 8-byte ones) */
+static inline void widen32(const int8_t *p, __m256 *out) {
+    const __m128i lo = _mm_loadu_si128((const __m128i *)p), hi = _mm_loadu_si128((const __m128i *)(p + 16));
+    out[0] = widen8(lo);
+    out[1] = widen8(_mm_srli_si128(lo, 8));
+    out[2] = widen8(hi);
+    out[3] = widen8(_mm_srli_si128(hi, 8));
+}
+
+/* One output's four 8-lane running sums, added in the fixed order */
+static inline float sum32(const __m256 *a) {
+    return hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+}
+
 #if defined(__AVX512F__)
 #define ROWS 4
 #define COLS 2
@@ -54,17 +68,9 @@ static inline float total(const vec *a) {
 typedef __m256 vec;
 static inline vec vzero(void) { return _mm256_setzero_ps(); }
 static inline vec vload(const float *p) { return _mm256_loadu_ps(p); }
-static inline void widen(const int8_t *p, vec *out) { /* two 16-byte loads, not four 8-byte ones */
-    const __m128i lo = _mm_loadu_si128((const __m128i *)p), hi = _mm_loadu_si128((const __m128i *)(p + 16));
-    out[0] = widen8(lo);
-    out[1] = widen8(_mm_srli_si128(lo, 8));
-    out[2] = widen8(hi);
-    out[3] = widen8(_mm_srli_si128(hi, 8));
-}
+static inline void widen(const int8_t *p, vec *out) { widen32(p, out); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
-static inline float total(const vec *a) {
-    return hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
-}
+static inline float total(const vec *a) { return sum32(a); }
 #endif
 
 #define LANES (32 / SUMS)
@@ -73,17 +79,14 @@ static inline float total(const vec *a) {
    weights from memory, and there four chains of 8-lane FMAs kept up with it where two chains of
    16-lane ones did not (a 291M Llama's batch-1 step took ~20% longer with those, AVX-512 build). */
 static inline float row8(const float *xr, const int8_t *wr, int64_t K, float scale) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
-        const __m128i lo = _mm_loadu_si128((const __m128i *)(wr + k));
-        const __m128i hi = _mm_loadu_si128((const __m128i *)(wr + k + 16));
-        a0 = _mm256_fmadd_ps(widen8(lo), _mm256_loadu_ps(xr + k), a0);
-        a1 = _mm256_fmadd_ps(widen8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xr + k + 8), a1);
-        a2 = _mm256_fmadd_ps(widen8(hi), _mm256_loadu_ps(xr + k + 16), a2);
-        a3 = _mm256_fmadd_ps(widen8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xr + k + 24), a3);
+        __m256 wv[4];
+        widen32(wr + k, wv);
+        for (int j = 0; j < 4; j++) a[j] = _mm256_fmadd_ps(wv[j], _mm256_loadu_ps(xr + k + 8 * j), a[j]);
     }
-    float t = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float t = sum32(a);
     for (; k < K; k++) t += xr[k] * (float)wr[k];
     return t * scale;
 }
