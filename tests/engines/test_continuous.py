@@ -127,6 +127,30 @@ def test_decode_steps_after_a_prefill_write_in_place() -> None:
     assert layer._k.data_ptr() == buffer and layer.get_seq_length() == 348
 
 
+def test_widening_reuses_dropped_columns_and_zeroes_them() -> None:
+    # generate() joins requests shortest first, so nearly every join widens the batch: columns that
+    # trim dropped (and a reallocation's left room) take the widening without copying the cache
+    torch.manual_seed(0)
+    layer = kvcache.GrowableLayer()
+    k, v = torch.randn(2, 3, 10, 4), torch.randn(2, 3, 10, 4)
+    layer.update(k, v)
+    layer.drop_leading(6)
+    buffer = layer._k.data_ptr()
+    layer.pad_left(4)  # exactly the dropped columns: in place, and no longer stale keys
+    assert layer._k.data_ptr() == buffer and layer.get_seq_length() == 8
+    assert torch.equal(layer.keys[:, :, :4], torch.zeros(2, 3, 4, 4)) and torch.equal(layer.keys[:, :, 4:], k[:, :, 6:])
+    assert torch.equal(layer.values[:, :, :4], torch.zeros(2, 3, 4, 4)) and torch.equal(layer.values[:, :, 4:], v[:, :, 6:])
+    layer.pad_left(3)  # no room left: a copy, which keeps room on the left for the next widening
+    assert layer._k.data_ptr() != buffer and layer.get_seq_length() == 11
+    assert torch.equal(layer.keys[:, :, 7:], k[:, :, 6:]) and not layer.keys[:, :, :7].any()
+    buffer = layer._k.data_ptr()
+    layer.pad_left(20)
+    assert layer._k.data_ptr() == buffer and torch.equal(layer.keys[:, :, 27:], k[:, :, 6:])
+    step = torch.randn(2, 3, 1, 4)
+    got_k, _ = layer.update(step, step)  # a decode step still appends after the view
+    assert torch.equal(got_k[:, :, -1:], step) and torch.equal(got_k[:, :, 27:-1], k[:, :, 6:])
+
+
 def test_additive_mask_weighs_like_the_boolean_one() -> None:
     torch.manual_seed(0)
     mask = torch.ones(3, 7, dtype=torch.long)
