@@ -12,8 +12,9 @@ fixed and finished rows ride along on a pad token until the batch ends.
 
 The compiled step runs transformers' eager attention, which inductor fuses, instead of SDPA,
 whose CPU flash kernel costs ~170 us per call at one query token against ~50 us for the plain
-math; prefill keeps SDPA (eager attention there would hold a batch x heads x prompt x cache score
-tensor). It is also frozen (inductor treats the weights as constants: guards shrink, float
+math; for grouped-query models, a form of it that does not copy the shared key/value heads
+(``attention``). Prefill keeps SDPA (eager attention there would hold a batch x heads x prompt x
+cache score tensor). It is also frozen (inductor treats the weights as constants: guards shrink, float
 weights are prepacked for oneDNN) when the model holds quantized weights, where that costs a few
 tens of MiB; a float model is frozen only on request (``freeze=True``), since the prepacked copy
 doubles its linear weights in memory (+468 MiB on a 291M bf16 model) for 1.3-1.8x its compiled
@@ -37,6 +38,7 @@ from typing import Any
 import torch
 
 from quantgate.engines import kvcache
+from quantgate.engines.attention import step_attention
 from quantgate.engines.continuous import RunningBatch
 from quantgate.engines.sampling import StopMatcher, sample_next, writes_harmony
 from quantgate.engines.types import (
@@ -60,8 +62,6 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 # Each (batch bucket, cache length) pair is one compiled graph; dynamo's default of 8 graphs per
 # function would silently drop to eager under varied traffic, so the limit is raised per call.
 RECOMPILE_LIMIT = 64
-# What the compiled decode step attends with (prefill keeps the model's own, SDPA): module docstring.
-_STEP_ATTENTION = "eager"
 
 
 def _length_buckets(context: int) -> list[int]:
@@ -127,6 +127,8 @@ class LocalEngine:
         # gpt-oss: decoded text keeps the harmony markers, so its channels can be told apart.
         self.keeps_markers = writes_harmony(self.tokenizer)
         self._compiled_step: Any = None
+        # What the compiled decode step attends with (prefill keeps the model's own, SDPA): module docstring.
+        self.step_attention = step_attention(self.model) if compile else "eager"
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -357,7 +359,7 @@ class LocalEngine:
             # step at batch 1 on a 291M model), so it is patched here, not passed as a compile option.
             with (torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT),
                   torch._inductor.config.patch(freezing=self.freeze),
-                  _attention(self.model.config, _STEP_ATTENTION)):
+                  _attention(self.model.config, self.step_attention)):
                 logits = step(tokens, full_mask, last, cache,
                               torch.tensor([cursor], device=ids.device))[slots].clone()
             cursor += 1
