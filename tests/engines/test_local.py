@@ -182,6 +182,25 @@ def test_frozen_compiled_step_matches_eager(tiny_model_dir: Path, scheme: str) -
     assert loaded.model.config._attn_implementation == attention
 
 
+@pytest.mark.slow
+def test_frozen_compiled_engine_answers_each_call_from_its_own_cache(tiny_model_dir: Path) -> None:
+    # A frozen step folds the static cache it was compiled with into its graph as constants (its
+    # tensors have fixed addresses): with a new cache per call, later calls attended over the first
+    # call's keys and wrote at a position that kept counting, until it ran past the cache (an
+    # IndexError from inside the graph, here on the 5th call: 5 x 59 steps > 256 columns).
+    loaded = load_model(tiny_model_dir, dtype="fp32")  # bf16 answers tip on near ties between eager and compiled
+    quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")
+    eager = LocalEngine(loaded, max_batch_size=2)
+    compiled = LocalEngine(loaded, max_batch_size=2, compile=True)
+    assert compiled.freeze
+    for engine in (eager, compiled):
+        engine.eos_ids = set()  # every call runs all its steps
+    for batch in (PROMPTS[:2], PROMPTS[2:4], PROMPTS[4:], PROMPTS[:1], PROMPTS[1:3], PROMPTS[3:5]):
+        requests = [GenerationRequest(p, SamplingParams(max_tokens=60)) for p in batch]
+        want = [g.token_ids for g in eager.generate(requests)]
+        assert [g.token_ids for g in compiled.generate(requests)] == want, batch
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "mistral", "gemma2", "bloom"])
 def test_greedy_matches_transformers_generate_on_other_architectures(arch: str, tmp_path: Path) -> None:
     # GPT-2: learned absolute positions (position ids from the mask must match its own); Mistral:
