@@ -201,6 +201,26 @@ def test_frozen_compiled_engine_answers_each_call_from_its_own_cache(tiny_model_
         assert [g.token_ids for g in compiled.generate(requests)] == want, batch
 
 
+@pytest.mark.slow
+def test_compiled_engines_of_two_models_keep_their_own_graphs(tiny_model_dir: Path) -> None:
+    # The step skips guards on the model's modules, so two engines must not share compiled graphs:
+    # the second model (same shapes, other weights, frozen into the graph as constants since both
+    # are quantized) would otherwise decode with the first's
+    first = load_model(tiny_model_dir, dtype="fp32")
+    second = load_model(tiny_model_dir, dtype="fp32")
+    with torch.no_grad():
+        for p in second.model.parameters():
+            p.mul_(-1.5)
+    for loaded in (first, second):
+        quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")
+    requests = _requests(n_tokens=10)[:2]
+    for loaded in (first, second, first):
+        want = [g.token_ids for g in LocalEngine(loaded).generate(requests)]
+        got = [g.token_ids for g in LocalEngine(loaded, compile=True).generate(requests)]
+        assert got == want
+    assert want != [g.token_ids for g in LocalEngine(second).generate(requests)]  # the models do differ
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "mistral", "gemma2", "bloom"])
 def test_greedy_matches_transformers_generate_on_other_architectures(arch: str, tmp_path: Path) -> None:
     # GPT-2: learned absolute positions (position ids from the mask must match its own); Mistral:
