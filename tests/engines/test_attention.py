@@ -69,3 +69,24 @@ def test_only_compiled_engines_switch(tiny_model_dir: Path) -> None:
     loaded = load_model(tiny_model_dir)
     assert LocalEngine(loaded).step_attention == "eager"
     assert LocalEngine(loaded, compile=True).step_attention == PACKED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,attention", [("mistral", PACKED), ("gemma2", "eager")])
+def test_compiled_steps_match_eager_on_sliding_window_models(arch: str, attention: str, tmp_path: Path) -> None:
+    # Mistral: grouped heads and a 64-token sliding window that the longer prompt crosses, so the
+    # packed step reads transformers' sliding mask; Gemma 2: its own eager attention (soft-capping)
+    from quantgate.engines.types import GenerationRequest, SamplingParams
+    from tests.conftest import build_tiny_arch_model
+
+    loaded = load_model(build_tiny_arch_model(tmp_path / arch, arch))
+    prompts = ["<|user|>hi<|end|><|assistant|>",
+               "<|user|>" + " ".join(f"word{i}" for i in range(30)) + "<|end|><|assistant|>"]
+    requests = [GenerationRequest(p, SamplingParams(max_tokens=24)) for p in prompts]
+    eager, compiled = LocalEngine(loaded, max_batch_size=2), LocalEngine(loaded, max_batch_size=2, compile=True)
+    assert compiled.step_attention == attention
+    for engine in (eager, compiled):
+        engine.eos_ids = set()
+    want = [g.token_ids for g in eager.generate(requests)]
+    for _ in range(2):  # the second call reuses the first's static cache
+        assert [g.token_ids for g in compiled.generate(requests)] == want
