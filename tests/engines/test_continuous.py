@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantgate.engines import kvcache
 from quantgate.engines.continuous import Event, RunningBatch
@@ -114,6 +116,40 @@ def test_growable_layer_matches_concatenation() -> None:
     assert layer.get_seq_length() == 78
     layer.batch_select_indices(torch.tensor([1]))
     assert torch.equal(layer.keys, torch.cat(keys, dim=2)[1:])
+
+
+_OPS = st.lists(st.one_of(st.tuples(st.just("update"), st.integers(1, 70)), st.tuples(st.just("drop"), st.integers(0, 80)),
+                          st.tuples(st.just("pad"), st.integers(0, 90)), st.tuples(st.just("select"), st.integers(0, 2))),
+                min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_OPS)
+def test_growable_layer_follows_a_plain_tensor_through_any_operations(ops: list[tuple[str, int]]) -> None:
+    # the view's offset into its buffers (widening into dropped columns, room kept on the left)
+    # must never change what keys/values hold: compared with plain concatenation and slicing
+    gen = torch.Generator().manual_seed(0)
+    layer = kvcache.GrowableLayer()
+    ref = torch.randn(3, 2, 4, 4, generator=gen)
+    layer.update(ref, ref * 2)
+    for op, n in ops:
+        if op == "update":
+            new = torch.randn(ref.shape[0], 2, n, 4, generator=gen)
+            layer.update(new, new * 2)
+            ref = torch.cat([ref, new], dim=2)
+        elif op == "drop":
+            first = min(n, ref.shape[2] - 1)
+            layer.drop_leading(first)
+            ref = ref[:, :, first:]
+        elif op == "pad":
+            layer.pad_left(n)
+            ref = torch.nn.functional.pad(ref, (0, 0, n, 0))
+        elif ref.shape[0] > 1:
+            keep = [r for r in range(ref.shape[0]) if r != n % ref.shape[0]]
+            layer.batch_select_indices(torch.tensor(keep))
+            ref = ref[keep]
+        assert layer.get_seq_length() == ref.shape[2]
+        assert torch.equal(layer.keys, ref) and torch.equal(layer.values, ref * 2), (op, n)
 
 
 def test_decode_steps_after_a_prefill_write_in_place() -> None:
