@@ -118,7 +118,8 @@ class GrowableLayer(DynamicLayer):
     copy) while there is room; a buffer reallocated by a widening keeps ``_MIN_CAPACITY`` spare
     columns on the left as well as on the right. ``LocalEngine.generate`` joins requests in order of
     length, so nearly every join is wider than the batch: before the left room, each one copied
-    every row's keys and values (~9% of a 64-answer batched pass on a 2-core CPU).
+    every row's keys and values (0.13 of 1.5 s of a 64-answer batched pass under the profiler on a
+    2-core CPU; 1-3% of the pass end to end, docs/benchmarks.md).
     """
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
