@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     # Warm-up: both paths once on a few prompts; in compile mode both whole passes, since every
     # (batch bucket, cache length) the timed passes meet is a graph of its own to compile first.
     t0 = time.perf_counter()
-    warm = len(prompts) if args.mode == "compile" else args.batch_size
-    run_pass(engine, prompts[:warm], args.max_tokens, batched=True)
-    run_pass(engine, prompts[: warm if args.mode == "compile" else 2], args.max_tokens, batched=False)
+    whole = args.mode == "compile"
+    run_pass(engine, prompts if whole else prompts[: args.batch_size], args.max_tokens, batched=True)
+    run_pass(engine, prompts if whole else prompts[:2], args.max_tokens, batched=False)
     console.print(f"warm-up {time.perf_counter() - t0:.1f}s")
 
     from torch._dynamo.utils import counters

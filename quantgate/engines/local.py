@@ -26,9 +26,11 @@ that share one model share the choice of the last one built. The compiled step k
 inputs only, not on the model's modules (``_decode_step``): graphs already compiled keep the modules as
 they were traced, and a frozen engine never sees later in-place edits of the weights; quantgate swaps
 variants by loading a new engine, never by editing one.
-The compiled path keeps one static cache per (batch bucket, cache length) it has served, for the
-engine's life, since a frozen graph holds on to the cache it was compiled with (``__init__``): memory
-that the graph held anyway, now reused.
+The compiled path keeps one static cache per (batch bucket, cache length) it has served, reset for
+each batch and never replaced: a frozen step's graph keeps the cache tensors it was compiled with as
+constants (transformers marks them as fixed addresses), so a new cache per call went unseen by the
+step, which attended over the first call's keys and wrote at a position that kept counting across
+calls. The memory is what the graph held anyway, now reused.
 """
 
 from __future__ import annotations
@@ -132,10 +134,7 @@ class LocalEngine:
         # gpt-oss: decoded text keeps the harmony markers, so its channels can be told apart.
         self.keeps_markers = writes_harmony(self.tokenizer)
         self._compiled_step: Any = None
-        # One StaticCache per (batch bucket, cache length), reset for each batch, never replaced: a
-        # frozen step's graph keeps the cache tensors it was compiled with as constants (transformers
-        # marks them as fixed addresses), so a new cache per call went unseen by the step, which
-        # attended over the first call's keys and wrote at a position that kept counting across calls.
+        # The compiled path's static caches, one per (batch bucket, cache length): module docstring.
         self._static_caches: dict[tuple[int, int], Any] = {}
         # What the compiled decode step attends with (prefill keeps the model's own, SDPA): module docstring.
         self.step_attention = step_attention(self.model) if compile else "eager"
@@ -344,12 +343,11 @@ class LocalEngine:
         from transformers import StaticCache
 
         cache_len = next(b for b in _length_buckets(self.max_context) if b >= min(length, self.max_context))
-        cache = self._static_caches.get((ids.shape[0], cache_len))
-        if cache is None:
-            cache = self._static_caches[(ids.shape[0], cache_len)] = StaticCache(config=self.model.config,
-                                                                                 max_cache_len=cache_len)
-        else:
-            cache.reset()  # zeroes keys and values and the write position, in place
+        shape = (ids.shape[0], cache_len)
+        if shape not in self._static_caches:
+            self._static_caches[shape] = StaticCache(config=self.model.config, max_cache_len=cache_len)
+        cache = self._static_caches[shape]
+        cache.reset()  # zeroes keys, values and the write position in place (a new cache: the position only)
         width = ids.shape[1]
         full_mask = torch.zeros((ids.shape[0], cache_len), dtype=torch.long, device=ids.device)
         full_mask[:, :width] = mask
