@@ -274,7 +274,7 @@ def schemes() -> None:
     if status == "ready":
         impl = op_implementation()
         _console().print("  compiled graphs call it through its "
-                         + ("C++ registration" if impl == "c++" else f"Python registration ({impl[8:]})"))
+                         + ("C++ registration" if impl == "c++" else f"Python registration ({impl.removeprefix('python: ')})"))
 
 
 @app.command()

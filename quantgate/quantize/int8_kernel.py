@@ -85,9 +85,9 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
     """Build (or find in ``cache``) and load the kernel: (the callable or None, why not)."""
     if not {"avx2", "fma"} <= cpu_flags(cpuinfo):
         return None, f"this CPU lacks AVX2/FMA (by {cpuinfo})"
-    found = shutil.which(compiler or os.environ.get("CC", "cc"))
+    found, why = _compiler(compiler, "CC", "cc", "C")
     if found is None:
-        return None, f"no C compiler {compiler or os.environ.get('CC', 'cc')!r} on PATH"
+        return None, why
     flags = _build_flags(cpuinfo)
     digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
     target = (cache or _cache_dir()) / f"int8_linear-{digest}.so"
@@ -107,9 +107,9 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
 def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Path | None, str]:
     """Build (or find in ``cache``) the op's C++ CPU implementation against this torch: (the library, or None
     and why not). Load it with ``torch.ops.load_library``; ``op_implementation`` does, once per process."""
-    found = shutil.which(compiler or os.environ.get("CXX", "c++"))
+    found, why = _compiler(compiler, "CXX", "c++", "C++")
     if found is None:
-        return None, f"no C++ compiler {compiler or os.environ.get('CXX', 'c++')!r} on PATH"
+        return None, why
     root = Path(torch.__file__).parent
     flags = (*_build_flags(), "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
              f"-DQG_MAX_ROWS={MAX_ROWS}")
@@ -120,6 +120,13 @@ def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Pa
                     "-I", str(_SOURCE.parent), str(_OP_SOURCE), "-L", str(root / "lib"), "-lc10", "-ltorch_cpu"],
                    target)
     return (None, why) if why else (target, "")
+
+
+def _compiler(given: str | None, variable: str, default: str, language: str) -> tuple[str | None, str]:
+    """The compiler's path (``given``, else ``$variable``, else ``default``), or None and why not."""
+    name = given or os.environ.get(variable, default)
+    found = shutil.which(name)
+    return found, "" if found else f"no {language} compiler {name!r} on PATH"
 
 
 def _compile(command: list[str], target: Path) -> str:
