@@ -275,6 +275,11 @@ def schemes() -> None:
         impl = op_implementation()
         _console().print("  compiled graphs call it through its "
                          + ("C++ registration" if impl == "c++" else f"Python registration ({impl.removeprefix('python: ')})"))
+    from quantgate.engines.fp32_linear import onednn_status
+
+    fp32 = onednn_status()
+    _console().print("fp32 linears of an eager engine on this CPU: "
+                     + ("oneDNN (MKL would run its AVX2 code here)" if fp32 == "ready" else f"MKL ({fp32})"))
 
 
 @app.command()

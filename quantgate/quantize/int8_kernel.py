@@ -173,8 +173,7 @@ def int8_linear(x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor) -> to
     """
     n, k = qdata.shape
     fn = _library()[0]
-    takes = x.dim() >= 3 and x.shape[-2] == 1 or x.numel() <= MAX_ROWS * k
-    if fn is None or x.dtype != torch.float32 or not takes or x.device.type != "cpu":
+    if fn is None or x.dtype != torch.float32 or not _takes(x, k) or x.device.type != "cpu":
         rows = x.reshape(-1, k)
         return ((rows @ qdata.t().to(x.dtype)) * scale.reshape(1, n).to(x.dtype)).reshape(*x.shape[:-1], n)
     # called ~140 times a decode step: nothing copied that is already laid out right
@@ -245,16 +244,30 @@ def _fits(weight: Any) -> bool:
             and (zero is None or not bool(zero.any())))
 
 
-def _forward(module: torch.nn.Linear, eager: Callable[..., torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _takes(x: torch.Tensor, k: int) -> bool:
+    """Whether ``int8_linear`` runs ``x`` through the kernel: one position per sequence, or few rows in all."""
+    return x.dim() >= 3 and x.shape[-2] == 1 or x.numel() <= MAX_ROWS * k
+
+
+def _forward(module: torch.nn.Linear, eager: Callable[..., torch.Tensor], onednn: bool,
+             x: torch.Tensor) -> torch.Tensor:
     w = module.weight
-    y = (torch.ops.quantgate.int8_linear(x, w.qdata, w.scale) if torch.compiler.is_compiling()
-         else eager(x, w.qdata, w.scale))
+    if torch.compiler.is_compiling():
+        y = torch.ops.quantgate.int8_linear(x, w.qdata, w.scale)
+    elif onednn and x.dtype == torch.float32 and not _takes(x, w.qdata.shape[1]):
+        # a long prefill: the same product as ``int8_linear``'s, on oneDNN rather than MKL where MKL runs
+        # its AVX2 code on an AVX-512 CPU (engines.fp32_linear; 2x on 128-512 rows of 1024x2816)
+        y = torch.ops.mkldnn._linear_pointwise(x, w.qdata.to(torch.float32), None, "none", [], "")
+        y = y * w.scale.reshape(w.qdata.shape[0])
+    else:
+        y = eager(x, w.qdata, w.scale)
     return y if module.bias is None else y + module.bias
 
 
-def use_int8_kernel(model: torch.nn.Module, enabled: bool = True) -> int:
+def use_int8_kernel(model: torch.nn.Module, enabled: bool = True, onednn: bool = True) -> int:
     """Route every symmetric per-row int8 weight-only ``nn.Linear`` of ``model`` through ``int8_linear``
-    (``enabled=False``: back to torchao's path).
+    (``enabled=False``: back to torchao's path). With ``onednn``, an eager prefill too long for the kernel
+    multiplies on oneDNN where ``engines.fp32_linear.onednn_status`` says it beats MKL.
 
     Returns how many layers now use it: 0 when the kernel cannot run here (``kernel_status`` says why)
     or the model has no such layer. The weights are not touched; only each layer's ``forward``.
@@ -267,6 +280,9 @@ def use_int8_kernel(model: torch.nn.Module, enabled: bool = True) -> int:
     # eager calls: the C++ op through the dispatcher beats ctypes, which beats the dispatcher into Python
     # (``op_implementation``'s docstring)
     eager = torch.ops.quantgate.int8_linear.default if op_implementation() == "c++" else int8_linear
+    from quantgate.engines.fp32_linear import onednn_status
+
+    onednn = onednn and onednn_status() == "ready"
     for m in layers:
-        m.forward = functools.partial(_forward, m, eager)
+        m.forward = functools.partial(_forward, m, eager, onednn)
     return len(layers)

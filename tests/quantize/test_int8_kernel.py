@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantgate.engines.fp32_linear import onednn_status
 from quantgate.engines.local import LocalEngine
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models.loading import load_model
@@ -79,6 +80,25 @@ def test_a_long_prefill_takes_torchaos_arithmetic_and_a_short_one_the_kernel() -
     rows = int8_linear(short.reshape(-1, 1, 64), w.qdata, w.scale)
     assert torch.equal(int8_linear(short, w.qdata, w.scale), rows.reshape(*short.shape[:-1], 32))
     torch.testing.assert_close(rows.reshape(-1, 32), torchaos(short), rtol=1e-5, atol=1e-5)
+
+
+@ready
+def test_a_long_eager_prefill_multiplies_on_onednn_only_where_that_pays() -> None:
+    model = _quantized(256, 96, bias=True)
+    w = model[0].weight
+    long = torch.randn(2, MAX_ROWS, 256)  # 2 x MAX_ROWS rows: past the kernel
+    with torch.no_grad():
+        use_int8_kernel(model, enabled=False)
+        torchaos = model(long)
+        assert use_int8_kernel(model, onednn=False) == 1
+        assert torch.equal(model(long), torchaos)  # MKL: torchao's product, bit for bit
+        assert use_int8_kernel(model) == 1
+        routed = model(long)
+        decode = model(long[:, :1])  # one position per sequence: the kernel either way
+    torch.testing.assert_close(routed, torchaos, rtol=1e-5, atol=1e-5)
+    assert torch.equal(decode, int8_linear(long[:, :1], w.qdata, w.scale) + model[0].bias)
+    if onednn_status() != "ready":
+        assert torch.equal(routed, torchaos)
 
 
 @ready

@@ -1,0 +1,119 @@
+"""fp32 linears on oneDNN where MKL runs its AVX2 code (quantgate.engines.fp32_linear).
+
+Routing is decided from ``/proc/cpuinfo``, so each rule is tried on a written cpuinfo (an AMD CPU
+with and without AVX-512, an Intel one); the arithmetic is held to ``F.linear`` on the same weights,
+at sizes on both sides of the work threshold, and a weight changed after routing is followed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantgate.engines.fp32_linear import MIN_WORK, onednn_status, use_onednn_fp32
+from quantgate.engines.local import LocalEngine
+from quantgate.engines.types import GenerationRequest, SamplingParams
+from quantgate.models.loading import load_model
+from quantgate.quantize.apply import quantize_model
+from quantgate.quantize.schemes import get_scheme
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+
+
+def _cpuinfo(tmp_path: Path, vendor: str, flags: str) -> str:
+    path = tmp_path / f"cpuinfo-{vendor}-{len(flags)}"
+    path.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 26\nflags\t\t: {flags}\n\n")
+    return str(path)
+
+
+@pytest.fixture
+def amd512(tmp_path: Path) -> str:
+    return _cpuinfo(tmp_path, "AuthenticAMD", "fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16")
+
+
+def _layers(bias: bool = True) -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    # 256x2048 at one row is 2**19 multiply-adds: oneDNN; 64x64 stays on F.linear below 128 rows
+    return torch.nn.Sequential(torch.nn.Linear(256, 2048, bias=bias), torch.nn.Linear(2048, 64, bias=False),
+                               torch.nn.Linear(64, 64, bias=bias))
+
+
+@needs_onednn
+def test_status_names_why_not(tmp_path: Path, amd512: str) -> None:
+    assert onednn_status(amd512) == "ready"
+    intel = onednn_status(_cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f"))
+    assert "GenuineIntel" in intel and intel != "ready"
+    assert "without AVX-512" in onednn_status(_cpuinfo(tmp_path, "AuthenticAMD", "avx2 fma"))
+    assert "vendor unknown" in onednn_status(str(tmp_path / "missing"))
+
+
+@needs_onednn
+def test_routing_follows_the_cpu(tmp_path: Path, amd512: str) -> None:
+    model = _layers()
+    assert use_onednn_fp32(model, cpuinfo=_cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f")) == 0
+    assert not any("forward" in m.__dict__ for m in model)
+    assert use_onednn_fp32(model, cpuinfo=amd512) == 3
+    assert use_onednn_fp32(model, enabled=False, cpuinfo=amd512) == 0
+    assert not any("forward" in m.__dict__ for m in model)
+    model.to(torch.bfloat16)
+    assert use_onednn_fp32(model, cpuinfo=amd512) == 0  # bf16 layers already run on oneDNN
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(1,), (3,), (2, 5), (4, 1), (200,)])
+def test_outputs_match_f_linear(shape: tuple[int, ...], amd512: str) -> None:
+    model = _layers()
+    x = torch.randn(*shape, 256)
+    with torch.inference_mode():
+        reference = model(x)
+        assert use_onednn_fp32(model, cpuinfo=amd512) == 3
+        routed = model(x)
+    torch.testing.assert_close(routed, reference, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_small_calls_and_gradients_keep_f_linear(amd512: str) -> None:
+    layer = torch.nn.Linear(64, 64)
+    use_onednn_fp32(layer, cpuinfo=amd512)
+    rows = MIN_WORK // (64 * 64) - 1  # just under the threshold
+    x = torch.randn(rows, 64)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    big = torch.nn.Linear(1024, 1024)
+    use_onednn_fp32(big, cpuinfo=amd512)
+    y = big(torch.randn(4, 1024, requires_grad=True)).sum()
+    y.backward()  # the oneDNN op has no backward: with gradients on, F.linear runs
+    assert big.weight.grad is not None and big.weight.grad.abs().sum() > 0
+
+
+@needs_onednn
+def test_a_changed_weight_is_followed(amd512: str) -> None:
+    model = _layers()
+    use_onednn_fp32(model, cpuinfo=amd512)
+    x = torch.randn(8, 256)
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)  # in place: the version moves
+        torch.testing.assert_close(model[0](x), torch.nn.functional.linear(x, model[0].weight, model[0].bias),
+                                   rtol=1e-5, atol=1e-5)
+        model[0].weight = torch.nn.Parameter(torch.randn(2048, 256) / 16)  # replaced
+        torch.testing.assert_close(model[0](x), torch.nn.functional.linear(x, model[0].weight, model[0].bias),
+                                   rtol=1e-5, atol=1e-5)
+    quantize_model(model, get_scheme("int8wo"), device="cpu")  # quantized in place: torchao's own path
+    with torch.no_grad():
+        assert torch.equal(model[0](x), torch.nn.functional.linear(x, model[0].weight, model[0].bias))
+
+
+@pytest.mark.skipif(onednn_status() != "ready", reason=f"fp32 linears stay on MKL here: {onednn_status()}")
+def test_engine_routes_eager_fp32_only(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="fp32")
+    plain = LocalEngine(loaded, onednn_fp32=False)
+    assert plain.onednn_layers == 0
+    prompts = [GenerationRequest(p, SamplingParams(max_tokens=8)) for p in ("Hello there", "A longer prompt, so that rows differ")]
+    before = [g.token_ids for g in plain.generate(prompts)]
+    engine = LocalEngine(loaded)
+    assert engine.onednn_layers > 0
+    assert [g.token_ids for g in engine.generate(prompts)] == before
+    assert [g.token_ids for g in engine.generate(prompts[:1])] == before[:1]
+    assert LocalEngine(loaded, compile=True).onednn_layers == 0  # inductor lays out its own weights
