@@ -10,13 +10,18 @@ already run on oneDNN.
 
 So on such a CPU every fp32 ``nn.Linear`` of an eager engine's model runs
 ``torch.ops.mkldnn._linear_pointwise`` on a copy of its weight reordered once into oneDNN's blocked
-layout, wherever a call does at least ``MIN_WORK`` multiply-adds (rows x in x out); smaller calls, a
-256x256 layer at one row for example (4.6 us on MKL against 13.4), keep MKL.
+layout (within a memory limit, below), wherever a call does at least ``MIN_WORK`` multiply-adds (rows
+x in x out); smaller calls, a 256x256 layer at one row for example (4.7 us on MKL against 13.0), keep
+MKL.
 
 The trade-offs:
 
-* **Memory**: the reordered copy doubles the fp32 linear weights in memory (14 MB more for the
-  reference model); ``LocalEngine(..., onednn_fp32=False)`` keeps MKL and no copy.
+* **Memory**: the reordered copies double the fp32 linear weights in memory (14 MB more for the
+  reference model), so a model gets them only while they weigh at most ``REORDER_LIMIT`` (512 MiB) in
+  all; a larger one multiplies on its weights as they are (oneDNN then reorders inside each call, which
+  keeps most of the gain on large layers and none of the memory), the rule the compiled path follows
+  for float weights too (a second copy only on request). ``LocalEngine(..., onednn_fp32=False)``
+  keeps MKL.
 * **First calls**: oneDNN builds a primitive for each new (rows, layer shape), ~0.5 ms, then keeps it
   in a cache (1,024 by default, ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``): a prompt length seen for the
   first time pays it once per layer shape.
@@ -40,11 +45,15 @@ import torch
 
 from quantgate.quantize.schemes import cpu_flags
 
-__all__ = ["MIN_WORK", "onednn_status", "use_onednn_fp32"]
+__all__ = ["MIN_WORK", "REORDER_LIMIT", "onednn_status", "use_onednn_fp32"]
 
 # Multiply-adds per call from which oneDNN wins on the AMD host (bench/fp32_linear.py): 256x2057 at one
 # row 28.7 vs 34.2 us (MKL), 256x256 at four rows 12.9 vs 12.2, 256x640 at four 15.7 vs 27.5.
 MIN_WORK = 1 << 19
+# The most bytes of reordered copies a model gets (module docstring, "Memory"); past it, oneDNN reads the
+# weights as they are, reordering inside each call: on the 291M benchmark model (1 GB of fp32 linear
+# weights) 1.3-1.6x MKL's decode speed at one row and 1.8x at eight, against 1.6-2.8x with the copies.
+REORDER_LIMIT = 512 << 20
 
 
 def _vendor(cpuinfo: str) -> str:
@@ -71,15 +80,16 @@ def onednn_status(cpuinfo: str = "/proc/cpuinfo") -> str:
 
 
 class _Packed:
-    """A layer's weight in oneDNN's layout, with the weight and version it was made from."""
+    """A layer's weight as oneDNN gets it (reordered into its layout, or the weight itself), with the
+    weight and version it was made from."""
 
     __slots__ = ("source", "version", "weight")
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, reorder: bool):
         self.source = weight
         self.version = weight._version
         # the batch size is a hint for the layout: 16 rows (a decode batch) measured best here
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 16)
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 16) if reorder else weight.detach()
 
 
 def _fits(module: torch.nn.Module) -> bool:
@@ -88,7 +98,7 @@ def _fits(module: torch.nn.Module) -> bool:
             and w.dtype == torch.float32 and w.device.type == "cpu" and w.dim() == 2)
 
 
-def _forward(module: torch.nn.Linear, packed: list[_Packed | None], x: torch.Tensor) -> torch.Tensor:
+def _forward(module: torch.nn.Linear, packed: list[_Packed | None], reorder: bool, x: torch.Tensor) -> torch.Tensor:
     w = module.weight
     n, k = w.shape
     if (x.dtype != torch.float32 or x.numel() // max(k, 1) * k * n < MIN_WORK or torch.compiler.is_compiling()
@@ -98,21 +108,25 @@ def _forward(module: torch.nn.Linear, packed: list[_Packed | None], x: torch.Ten
     if p is None or p.source is not w or p.version != w._version:
         if not _fits(module):  # quantized or cast since: the layer's own forward
             return torch.nn.functional.linear(x, w, module.bias)
-        p = packed[0] = _Packed(w)
+        p = packed[0] = _Packed(w, reorder)
     return torch.ops.mkldnn._linear_pointwise(x, p.weight, module.bias, "none", [], "")
 
 
-def use_onednn_fp32(model: torch.nn.Module, enabled: bool = True, cpuinfo: str = "/proc/cpuinfo") -> int:
+def use_onednn_fp32(model: torch.nn.Module, enabled: bool = True, cpuinfo: str = "/proc/cpuinfo",
+                    reorder_limit: int = REORDER_LIMIT) -> int:
     """Route ``model``'s fp32 CPU ``nn.Linear`` layers through oneDNN where ``onednn_status`` says it
-    pays (``enabled=False``: back to their own forward). Returns how many layers now do."""
+    pays (``enabled=False``: back to their own forward), on reordered copies of their weights while
+    those weigh at most ``reorder_limit`` bytes in all, on the weights as they are beyond it. Returns
+    how many layers now do."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and _fits(m)]
     for m in layers:
         if getattr(m.__dict__.get("forward"), "func", None) is _forward:
             del m.__dict__["forward"]
     if not enabled or not layers or onednn_status(cpuinfo) != "ready":
         return 0
+    reorder = sum(m.weight.numel() * 4 for m in layers) <= reorder_limit
     for m in layers:
         if "forward" in m.__dict__:  # another routing owns this layer
             continue
-        m.forward = functools.partial(_forward, m, [_Packed(m.weight)])
+        m.forward = functools.partial(_forward, m, [_Packed(m.weight, reorder)], reorder)
     return sum(getattr(m.__dict__.get("forward"), "func", None) is _forward for m in layers)

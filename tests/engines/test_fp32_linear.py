@@ -74,6 +74,21 @@ def test_outputs_match_f_linear(shape: tuple[int, ...], amd512: str) -> None:
 
 
 @needs_onednn
+def test_past_the_reorder_limit_the_weights_are_used_as_they_are(amd512: str) -> None:
+    model = _layers()
+    x = torch.randn(4, 256)
+    with torch.inference_mode():
+        reference = model(x)
+        weights = sum(m.weight.numel() * 4 for m in model)
+        assert use_onednn_fp32(model, cpuinfo=amd512, reorder_limit=weights - 1) == 3
+        given = [m.forward.args[1][0].weight for m in model]
+        assert all(g.data_ptr() == m.weight.data_ptr() and not g.is_mkldnn for g, m in zip(given, model))
+        torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-5)
+        assert use_onednn_fp32(model, cpuinfo=amd512, reorder_limit=weights) == 3
+        assert all(m.forward.args[1][0].weight.is_mkldnn for m in model)
+
+
+@needs_onednn
 def test_small_calls_and_gradients_keep_f_linear(amd512: str) -> None:
     layer = torch.nn.Linear(64, 64)
     use_onednn_fp32(layer, cpuinfo=amd512)

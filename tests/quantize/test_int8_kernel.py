@@ -51,7 +51,7 @@ def test_kernel_matches_torchaos_int8_path(rows: int, in_features: int) -> None:
         assert use_int8_kernel(model) == 1
         out = model(x)
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
-    if rows > MAX_ROWS:  # a prefill takes torchao's arithmetic itself
+    if rows > MAX_ROWS and onednn_status() != "ready":  # a prefill takes torchao's arithmetic itself (MKL's)
         assert torch.equal(out, reference)
 
 
