@@ -275,11 +275,15 @@ def schemes() -> None:
         impl = op_implementation()
         _console().print("  compiled graphs call it through its "
                          + ("C++ registration" if impl == "c++" else f"Python registration ({impl.removeprefix('python: ')})"))
-    from quantgate.engines.fp32_linear import onednn_status
+    import torch
 
-    fp32 = onednn_status()
+    from quantgate.engines.onednn_linear import onednn_status
+
+    fp32, bf16 = onednn_status(torch.float32), onednn_status(torch.bfloat16)
     _console().print("fp32 linears of an eager engine on this CPU: "
                      + ("oneDNN (MKL would run its AVX2 code here)" if fp32 == "ready" else f"MKL ({fp32})"))
+    _console().print("bf16 linears of an eager engine on this CPU: "
+                     + ("oneDNN, weights laid out once" if bf16 == "ready" else f"torch's path ({bf16})"))
 
 
 @app.command()

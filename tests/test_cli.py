@@ -57,6 +57,7 @@ def test_quantize_inspect_generate(tiny_model_dir: Path, tmp_path: Path, capsys:
     if "quantgate kernel" in stdout:
         assert "compiled graphs call it through its " in stdout
     assert "fp32 linears of an eager engine on this CPU: " in stdout
+    assert "bf16 linears of an eager engine on this CPU: " in stdout
 
 
 def test_unknown_scheme(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

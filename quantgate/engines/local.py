@@ -21,10 +21,11 @@ doubles its linear weights in memory (+468 MiB on a 291M bf16 model) for 1.3-1.8
 decode speed. Measured on that 291M Llama at batch 1: docs/benchmarks.md, "Compiled decode
 settings". On the CPU, int8 weight-only layers of an fp32 model run quantgate's own kernel at
 decode steps (``quantize.int8_kernel``: torchao's path widens every weight on every call); ``int8_kernel=False``
-keeps torchao's; on AMD CPUs with AVX-512 the eager engine's fp32 linears run on oneDNN instead of MKL
-(``engines.fp32_linear``: 2-5x per layer there; ``onednn_fp32=False`` keeps MKL). The engine's model is
-changed either way (its layers' ``forward``), so engines that share one model share the choice of the
-last one built. The compiled step keeps guards on its
+keeps torchao's. The eager engine's float linears run on oneDNN from weights laid out once
+(``engines.onednn_linear``: fp32 on AMD CPUs with AVX-512, where MKL runs its AVX2 code, 2-5x a layer;
+bf16 on CPUs with native bf16, where torch reorders the weight on every call, ~2x at a few rows;
+``onednn=False`` keeps torch's paths). The engine's model is changed either way (its layers'
+``forward``), so engines that share one model share the choice of the last one built. The compiled step keeps guards on its
 inputs only, not on the model's modules (``_decode_step``): graphs already compiled keep the modules as
 they were traced, and a frozen engine never sees later in-place edits of the weights; quantgate swaps
 variants by loading a new engine, never by editing one.
@@ -49,7 +50,7 @@ import torch
 from quantgate.engines import kvcache
 from quantgate.engines.attention import step_attention
 from quantgate.engines.continuous import RunningBatch
-from quantgate.engines.fp32_linear import use_onednn_fp32
+from quantgate.engines.onednn_linear import use_onednn
 from quantgate.engines.sampling import StopMatcher, sample_next, writes_harmony
 from quantgate.engines.types import (
     Generation,
@@ -115,7 +116,7 @@ class LocalEngine:
     """Generate and score with a ``LoadedModel``. Not thread-safe: one call at a time."""
 
     def __init__(self, loaded: LoadedModel, max_batch_size: int = 16, compile: bool = False,
-                 freeze: bool | None = None, int8_kernel: bool = True, onednn_fp32: bool = True):
+                 freeze: bool | None = None, int8_kernel: bool = True, onednn: bool = True):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -129,9 +130,9 @@ class LocalEngine:
             raise ModelLoadError(f"{loaded.path}: {unsupported}; quantgate's local engine serves attention models "
                                  f"(serve this one through an upstream server)")
         # int8 weight-only layers on the CPU decode through quantgate's kernel (quantize.int8_kernel)
-        self.int8_kernel_layers = use_int8_kernel(self.model, int8_kernel and self.device == "cpu", onednn_fp32)
-        # fp32 linears on oneDNN where MKL runs its AVX2 code on an AVX-512 CPU (engines.fp32_linear); eager only
-        self.onednn_layers = use_onednn_fp32(self.model, onednn_fp32 and self.device == "cpu" and not compile)
+        self.int8_kernel_layers = use_int8_kernel(self.model, int8_kernel and self.device == "cpu", onednn)
+        # float linears on oneDNN with weights laid out once (engines.onednn_linear); eager only
+        self.onednn_layers = use_onednn(self.model, onednn and self.device == "cpu" and not compile)
         config = self.model.config
         self.max_context = int(getattr(config, "max_position_embeddings", 2048))
         self.pad_id = self._pad_id()

@@ -256,7 +256,7 @@ def _forward(module: torch.nn.Linear, eager: Callable[..., torch.Tensor], onednn
         y = torch.ops.quantgate.int8_linear(x, w.qdata, w.scale)
     elif onednn and x.dtype == torch.float32 and not _takes(x, w.qdata.shape[1]):
         # a long prefill: the same product as ``int8_linear``'s, on oneDNN rather than MKL where MKL runs
-        # its AVX2 code on an AVX-512 CPU (engines.fp32_linear; 2x on 128-512 rows of 1024x2816)
+        # its AVX2 code on an AVX-512 CPU (engines.onednn_linear; 2x on 128-512 rows of 1024x2816)
         y = torch.ops.mkldnn._linear_pointwise(x, w.qdata.to(torch.float32), None, "none", [], "")
         y = y * w.scale.reshape(w.qdata.shape[0])
     else:
@@ -267,7 +267,7 @@ def _forward(module: torch.nn.Linear, eager: Callable[..., torch.Tensor], onednn
 def use_int8_kernel(model: torch.nn.Module, enabled: bool = True, onednn: bool = True) -> int:
     """Route every symmetric per-row int8 weight-only ``nn.Linear`` of ``model`` through ``int8_linear``
     (``enabled=False``: back to torchao's path). With ``onednn``, an eager prefill too long for the kernel
-    multiplies on oneDNN where ``engines.fp32_linear.onednn_status`` says it beats MKL.
+    multiplies on oneDNN where ``engines.onednn_linear.onednn_status`` says it beats MKL.
 
     Returns how many layers now use it: 0 when the kernel cannot run here (``kernel_status`` says why)
     or the model has no such layer. The weights are not touched; only each layer's ``forward``.
@@ -280,9 +280,9 @@ def use_int8_kernel(model: torch.nn.Module, enabled: bool = True, onednn: bool =
     # eager calls: the C++ op through the dispatcher beats ctypes, which beats the dispatcher into Python
     # (``op_implementation``'s docstring)
     eager = torch.ops.quantgate.int8_linear.default if op_implementation() == "c++" else int8_linear
-    from quantgate.engines.fp32_linear import onednn_status
+    from quantgate.engines.onednn_linear import onednn_status
 
-    onednn = onednn and onednn_status() == "ready"
+    onednn = onednn and onednn_status(torch.float32) == "ready"
     for m in layers:
         m.forward = functools.partial(_forward, m, eager, onednn)
     return len(layers)

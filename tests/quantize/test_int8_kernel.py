@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantgate.engines.fp32_linear import onednn_status
+from quantgate.engines.onednn_linear import onednn_status
 from quantgate.engines.local import LocalEngine
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models.loading import load_model

@@ -1,8 +1,9 @@
-"""fp32 linears on oneDNN where MKL runs its AVX2 code (quantgate.engines.fp32_linear).
+"""Float linears on oneDNN with their weights laid out once (quantgate.engines.onednn_linear).
 
-Routing is decided from ``/proc/cpuinfo``, so each rule is tried on a written cpuinfo (an AMD CPU
-with and without AVX-512, an Intel one); the arithmetic is held to ``F.linear`` on the same weights,
-at sizes on both sides of the work threshold, and a weight changed after routing is followed.
+Routing is decided from ``/proc/cpuinfo``, so each rule is tried on a written cpuinfo (an AMD CPU with
+and without AVX-512 and native bf16, Intel ones); fp32 arithmetic is held to ``F.linear``
+on the same weights at sizes on both sides of the work threshold, bf16 to the same bits; a weight
+changed after routing is followed, and the memory limit on the copies is kept.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantgate.engines.fp32_linear import MIN_WORK, onednn_status, use_onednn_fp32
 from quantgate.engines.local import LocalEngine
+from quantgate.engines.onednn_linear import MIN_WORK, onednn_status, use_onednn
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models.loading import load_model
 from quantgate.quantize.apply import quantize_model
@@ -40,64 +41,92 @@ def _layers(bias: bool = True) -> torch.nn.Sequential:
                                torch.nn.Linear(64, 64, bias=bias))
 
 
+def _given(model: torch.nn.Module) -> list[torch.Tensor]:
+    """What each routed layer hands oneDNN (the partial's held weight)."""
+    return [m.forward.args[1][0].weight for m in model.modules() if "forward" in m.__dict__]
+
+
 @needs_onednn
 def test_status_names_why_not(tmp_path: Path, amd512: str) -> None:
-    assert onednn_status(amd512) == "ready"
-    intel = onednn_status(_cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f"))
-    assert "GenuineIntel" in intel and intel != "ready"
-    assert "without AVX-512" in onednn_status(_cpuinfo(tmp_path, "AuthenticAMD", "avx2 fma"))
-    assert "vendor unknown" in onednn_status(str(tmp_path / "missing"))
+    assert onednn_status(torch.float32, amd512) == "ready"
+    assert onednn_status(torch.bfloat16, amd512) == "ready"
+    intel = _cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f amx_bf16")
+    assert "GenuineIntel" in onednn_status(torch.float32, intel)
+    assert "not measured" in onednn_status(torch.bfloat16, intel)
+    plain = _cpuinfo(tmp_path, "AuthenticAMD", "avx2 fma")
+    assert "without AVX-512" in onednn_status(torch.float32, plain)
+    assert "no native bf16" in onednn_status(torch.bfloat16, plain)
+    assert "vendor unknown" in onednn_status(torch.float32, str(tmp_path / "missing"))
+    assert "not measured" in onednn_status(torch.float16, amd512)
 
 
 @needs_onednn
 def test_routing_follows_the_cpu(tmp_path: Path, amd512: str) -> None:
     model = _layers()
-    assert use_onednn_fp32(model, cpuinfo=_cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f")) == 0
+    intel = _cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f")
+    assert use_onednn(model, cpuinfo=intel) == 0
     assert not any("forward" in m.__dict__ for m in model)
-    assert use_onednn_fp32(model, cpuinfo=amd512) == 3
-    assert use_onednn_fp32(model, enabled=False, cpuinfo=amd512) == 0
+    assert use_onednn(model, cpuinfo=amd512) == 3
+    assert use_onednn(model, enabled=False, cpuinfo=amd512) == 0
     assert not any("forward" in m.__dict__ for m in model)
     model.to(torch.bfloat16)
-    assert use_onednn_fp32(model, cpuinfo=amd512) == 0  # bf16 layers already run on oneDNN
+    assert use_onednn(model, cpuinfo=intel) == 0  # no native bf16 there (and not measured on Intel)
+    assert use_onednn(model, cpuinfo=amd512) == 3
 
 
 @needs_onednn
 @pytest.mark.parametrize("shape", [(1,), (3,), (2, 5), (4, 1), (200,)])
-def test_outputs_match_f_linear(shape: tuple[int, ...], amd512: str) -> None:
+def test_fp32_outputs_match_f_linear(shape: tuple[int, ...], amd512: str) -> None:
     model = _layers()
     x = torch.randn(*shape, 256)
     with torch.inference_mode():
         reference = model(x)
-        assert use_onednn_fp32(model, cpuinfo=amd512) == 3
+        assert use_onednn(model, cpuinfo=amd512) == 3
         routed = model(x)
     torch.testing.assert_close(routed, reference, rtol=1e-5, atol=1e-5)
 
 
 @needs_onednn
-def test_past_the_reorder_limit_the_weights_are_used_as_they_are(amd512: str) -> None:
-    model = _layers()
-    x = torch.randn(4, 256)
+@pytest.mark.skipif(onednn_status(torch.bfloat16) != "ready", reason="no native bf16 here: oneDNN would emulate it")
+@pytest.mark.parametrize("shape", [(1,), (4,), (2, 5), (200,)])
+def test_bf16_outputs_are_the_same_bits(shape: tuple[int, ...]) -> None:
+    model = _layers().to(torch.bfloat16)
+    x = torch.randn(*shape, 256).to(torch.bfloat16)
     with torch.inference_mode():
         reference = model(x)
-        weights = sum(m.weight.numel() * 4 for m in model)
-        assert use_onednn_fp32(model, cpuinfo=amd512, reorder_limit=weights - 1) == 3
-        given = [m.forward.args[1][0].weight for m in model]
+        assert use_onednn(model) == 3
+        assert all(g.is_mkldnn for g in _given(model))
+        assert torch.equal(model(x), reference)
+
+
+@needs_onednn
+def test_past_the_reorder_limit_fp32_uses_the_weights_as_they_are_and_bf16_stays(amd512: str) -> None:
+    model = _layers()
+    x = torch.randn(4, 256)
+    weights = sum(m.weight.numel() * 4 for m in model)
+    with torch.inference_mode():
+        reference = model(x)
+        assert use_onednn(model, cpuinfo=amd512, reorder_limit=weights - 1) == 3
+        given = _given(model)
         assert all(g.data_ptr() == m.weight.data_ptr() and not g.is_mkldnn for g, m in zip(given, model))
         torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-5)
-        assert use_onednn_fp32(model, cpuinfo=amd512, reorder_limit=weights) == 3
-        assert all(m.forward.args[1][0].weight.is_mkldnn for m in model)
+        assert use_onednn(model, cpuinfo=amd512, reorder_limit=weights) == 3
+        assert all(g.is_mkldnn for g in _given(model))
+    model.to(torch.bfloat16)
+    assert use_onednn(model, cpuinfo=amd512, reorder_limit=weights // 2 - 1) == 0  # bf16 needs the copies
+    assert use_onednn(model, cpuinfo=amd512, reorder_limit=weights // 2) == 3
 
 
 @needs_onednn
 def test_small_calls_and_gradients_keep_f_linear(amd512: str) -> None:
     layer = torch.nn.Linear(64, 64)
-    use_onednn_fp32(layer, cpuinfo=amd512)
+    use_onednn(layer, cpuinfo=amd512)
     rows = MIN_WORK // (64 * 64) - 1  # just under the threshold
     x = torch.randn(rows, 64)
     with torch.inference_mode():
         assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
     big = torch.nn.Linear(1024, 1024)
-    use_onednn_fp32(big, cpuinfo=amd512)
+    use_onednn(big, cpuinfo=amd512)
     y = big(torch.randn(4, 1024, requires_grad=True)).sum()
     y.backward()  # the oneDNN op has no backward: with gradients on, F.linear runs
     assert big.weight.grad is not None and big.weight.grad.abs().sum() > 0
@@ -106,7 +135,7 @@ def test_small_calls_and_gradients_keep_f_linear(amd512: str) -> None:
 @needs_onednn
 def test_a_changed_weight_is_followed(amd512: str) -> None:
     model = _layers()
-    use_onednn_fp32(model, cpuinfo=amd512)
+    use_onednn(model, cpuinfo=amd512)
     x = torch.randn(8, 256)
     with torch.no_grad():
         model[0].weight.mul_(2.0)  # in place: the version moves
@@ -121,9 +150,9 @@ def test_a_changed_weight_is_followed(amd512: str) -> None:
 
 
 @pytest.mark.skipif(onednn_status() != "ready", reason=f"fp32 linears stay on MKL here: {onednn_status()}")
-def test_engine_routes_eager_fp32_only(tiny_model_dir: Path) -> None:
+def test_an_eager_engine_routes_and_answers_the_same(tiny_model_dir: Path) -> None:
     loaded = load_model(tiny_model_dir, dtype="fp32")
-    plain = LocalEngine(loaded, onednn_fp32=False)
+    plain = LocalEngine(loaded, onednn=False)
     assert plain.onednn_layers == 0
     prompts = [GenerationRequest(p, SamplingParams(max_tokens=8)) for p in ("Hello there", "A longer prompt, so that rows differ")]
     before = [g.token_ids for g in plain.generate(prompts)]

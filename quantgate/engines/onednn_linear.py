@@ -1,0 +1,147 @@
+"""Float linear layers of an eager engine on oneDNN with their weights laid out once, not per call.
+
+Two measured losses of torch's own CPU linear (2-core AMD EPYC, family 26 / Zen 5, torch 2.13, MKL
+2024.2; ``python bench/onednn_linear.py``):
+
+* **fp32 runs through MKL, which takes its AVX2 code on AMD processors** whatever they support. On that
+  host 2,600 rows through a 256x640 layer ran at ~210 GFLOP/s on MKL and ~490 on oneDNN (which torch also
+  ships, and which picks its code by instruction set); at a few rows MKL's time grows with every row
+  while oneDNN's stays that of reading the weight once (1024x2816 at 4 rows: 477 us against 79).
+* **bf16 runs on oneDNN, which reorders the weight into its blocked layout on every call**: with the
+  weight reordered once, 1024x1024 at one row took 26.9 us against 61.9, the same bits.
+
+So on such CPUs an eager engine's linears call ``torch.ops.mkldnn._linear_pointwise`` on a copy of
+their weights reordered once: fp32 layers on AMD CPUs with AVX-512, for calls of at least ``MIN_WORK``
+multiply-adds (rows x in x out; a 256x256 layer at one row stays on MKL: 4.7 us against 13.0), bf16
+layers on AMD CPUs that compute bf16 natively, every call.
+
+The trade-offs:
+
+* **Memory**: the copies double the linear weights in memory (14 MB for the fp32 reference model), so a
+  model gets them only while they weigh at most ``REORDER_LIMIT`` (512 MiB) in all, the rule the compiled
+  path follows for float weights (a second copy only on request). Past it, fp32 layers multiply on oneDNN
+  from their weights as they are (reordered inside each call: on the 291M benchmark model, 1 GB of fp32
+  linear weights, 1.3-1.6x MKL's decode speed at one row and 1.8x at eight, against 1.6-2.8x with the
+  copies) and bf16 layers keep torch's path. ``LocalEngine(..., onednn=False)`` keeps torch's paths.
+* **First calls**: oneDNN builds a primitive for each new (rows, layer shape), ~0.5 ms, then keeps it in
+  a cache (1,024 by default, ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``): a prompt length seen for the first time
+  pays it once per layer shape.
+* **Bits**: bf16 outputs are the same as torch's own (tested). fp32 sums run in another order than MKL's,
+  so outputs differ in the last bits (~1e-7 relative) and a greedy answer can differ where two tokens
+  were a near tie. Neither library gives a row the same bits alone and in a batch (MKL changes its code
+  between one, two and four rows), so batched decoding equals one row at a time as before: to the token.
+* **Where**: only where measured to pay, which is AMD CPUs so far: fp32 with AVX-512, bf16 with native
+  bf16. fp32 on Intel CPUs (MKL takes its AVX-512 code there) and on AMD CPUs without AVX-512, and bf16
+  on Intel CPUs (AMX or AVX512-BF16: torch's reorder per call is the same code there, but its cost against
+  AMX kernels is not measured), keep torch's paths until a host of that kind measures them
+  (``python bench/onednn_linear.py [--dtype bf16]``).
+
+Not under ``torch.compile`` (inductor lays out its own weights), not with gradients (the op has no
+backward), not for a weight changed after the copy was made (its version is checked on each call; the
+copy is rebuilt while the weight is still a plain float tensor, otherwise ``F.linear`` runs).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from quantgate.quantize.schemes import cpu_flags, cpu_has_native_bf16
+
+__all__ = ["MIN_WORK", "REORDER_LIMIT", "onednn_status", "use_onednn"]
+
+# Multiply-adds per fp32 call from which oneDNN wins on the AMD host (bench/onednn_linear.py): 256x2057 at
+# one row 28.7 vs 34.2 us (MKL), 256x256 at four rows 12.9 vs 12.2, 256x640 at four 15.7 vs 27.5.
+MIN_WORK = 1 << 19
+# The most bytes of reordered copies a model gets (module docstring, "Memory").
+REORDER_LIMIT = 512 << 20
+_SIZES = {torch.float32: 4, torch.bfloat16: 2}
+
+
+def _vendor(cpuinfo: str) -> str:
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return ""
+    return ""
+
+
+def onednn_status(dtype: torch.dtype = torch.float32, cpuinfo: str = "/proc/cpuinfo") -> str:
+    """``"ready"`` where ``dtype`` linears are worth routing to oneDNN on this CPU, else why not."""
+    if not torch.backends.mkldnn.is_available():
+        return "this torch has no oneDNN"
+    if dtype not in _SIZES:
+        return f"not measured for {dtype}"
+    vendor = _vendor(cpuinfo)
+    if dtype == torch.bfloat16:
+        if not cpu_has_native_bf16(cpuinfo):
+            return "this CPU has no native bf16"
+        # the cost is torch's, not the CPU's, but only AMD hosts measured it (module docstring, "Where")
+        return "ready" if vendor == "AuthenticAMD" else f"not measured on this CPU ({vendor or 'vendor unknown'})"
+    if vendor != "AuthenticAMD":
+        return f"MKL runs its own best code on this CPU ({vendor or 'vendor unknown'})"
+    if "avx512f" not in cpu_flags(cpuinfo):
+        return "an AMD CPU without AVX-512: MKL and oneDNN both run AVX2 code"
+    return "ready"
+
+
+class _Weight:
+    """A layer's weight as oneDNN gets it (reordered into its layout, or the weight itself), with the
+    weight and version it was made from."""
+
+    __slots__ = ("reorder", "source", "version", "weight")
+
+    def __init__(self, weight: torch.Tensor, reorder: bool):
+        self.reorder = reorder
+        self.source = weight
+        self.version = weight._version
+        # the batch size is a hint for the layout: 16 rows (a decode batch) measured best here
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 16) if reorder else weight.detach()
+
+
+def _float(module: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of ``module``'s weight if it is a plain 2-D float CPU weight of a ``Linear``, else None."""
+    w = getattr(module, "weight", None)
+    if (isinstance(module, torch.nn.Linear) and type(w) in (torch.Tensor, torch.nn.Parameter)
+            and w.dtype in _SIZES and w.device.type == "cpu" and w.dim() == 2):
+        return w.dtype
+    return None
+
+
+def _forward(module: torch.nn.Linear, held: list[_Weight], x: torch.Tensor) -> torch.Tensor:
+    w = module.weight
+    n, k = w.shape
+    if (x.dtype != w.dtype or torch.compiler.is_compiling() or (w.requires_grad and torch.is_grad_enabled())
+            or (x.dtype == torch.float32 and x.numel() // max(k, 1) * k * n < MIN_WORK)):
+        return torch.nn.functional.linear(x, w, module.bias)
+    h = held[0]
+    if h.source is not w or h.version != w._version:
+        if _float(module) != h.source.dtype:  # quantized or cast since: the layer's own forward
+            return torch.nn.functional.linear(x, w, module.bias)
+        h = held[0] = _Weight(w, h.reorder)
+    return torch.ops.mkldnn._linear_pointwise(x, h.weight, module.bias, "none", [], "")
+
+
+def use_onednn(model: torch.nn.Module, enabled: bool = True, cpuinfo: str = "/proc/cpuinfo",
+               reorder_limit: int = REORDER_LIMIT) -> int:
+    """Route ``model``'s float CPU ``nn.Linear`` layers through oneDNN where ``onednn_status`` says it pays
+    (``enabled=False``: back to their own forward): on copies of their weights reordered once while those
+    weigh at most ``reorder_limit`` bytes in all; past it, fp32 layers on their weights as they are and
+    bf16 layers not at all. Returns how many layers now do."""
+    layers = [m for m in model.modules() if _float(m) is not None]
+    for m in layers:
+        if getattr(m.__dict__.get("forward"), "func", None) is _forward:
+            del m.__dict__["forward"]
+    ready = {d for d in _SIZES if onednn_status(d, cpuinfo) == "ready"} if enabled else set()
+    # another routing (quantize.int8_kernel) may own a layer
+    layers = [m for m in layers if _float(m) in ready and "forward" not in m.__dict__]
+    reorder = sum(m.weight.numel() * _SIZES[m.weight.dtype] for m in layers) <= reorder_limit
+    if not reorder:
+        layers = [m for m in layers if m.weight.dtype == torch.float32]
+    for m in layers:
+        m.forward = functools.partial(_forward, m, [_Weight(m.weight, reorder)])
+    return len(layers)
