@@ -16,10 +16,11 @@ math; for grouped-query models, a form of it that does not copy the shared key/v
 (``attention``). Prefill keeps SDPA (eager attention there would hold a batch x heads x prompt x
 cache score tensor). It is also frozen (inductor treats the weights as constants: guards shrink, float
 weights are prepacked for oneDNN) when the model holds quantized weights, where that costs a few
-tens of MiB; a float model is frozen only on request (``freeze=True``), since the prepacked copy
-doubles its linear weights in memory (+468 MiB on a 291M bf16 model) for 1.3-1.8x its compiled
-decode speed. Measured on that 291M Llama at batch 1: docs/benchmarks.md, "Compiled decode
-settings". On the CPU, int8 weight-only layers of an fp32 model run quantgate's own kernel at
+tens of MiB, and when its float linear weights weigh at most ``onednn_linear.REORDER_LIMIT`` (512 MiB),
+the limit the eager engine's reordered copies keep too: the prepacked copy doubles them in memory
+(+468 MiB on a 291M bf16 model) for 1.3-1.8x its compiled decode speed (docs/benchmarks.md, "Compiled
+decode settings"; 25.2 -> 18.5 ms a step on the AMD Zen 5 host). ``freeze=True``/``False`` decides
+either way. On the CPU, int8 weight-only layers of an fp32 model run quantgate's own kernel at
 decode steps (``quantize.int8_kernel``: torchao's path widens every weight on every call); ``int8_kernel=False``
 keeps torchao's. The eager engine's float linears run on oneDNN from weights laid out once
 (``engines.onednn_linear``: fp32 on AMD CPUs with AVX-512, where MKL runs its AVX2 code, 2-5x a layer;
@@ -50,7 +51,7 @@ import torch
 from quantgate.engines import kvcache
 from quantgate.engines.attention import step_attention
 from quantgate.engines.continuous import RunningBatch
-from quantgate.engines.onednn_linear import use_onednn
+from quantgate.engines.onednn_linear import REORDER_LIMIT, float_linear_bytes, use_onednn
 from quantgate.engines.sampling import StopMatcher, sample_next, writes_harmony
 from quantgate.engines.types import (
     Generation,
@@ -122,8 +123,9 @@ class LocalEngine:
         self.tokenizer = loaded.tokenizer
         self.max_batch_size = max_batch_size
         self.compile = compile
-        # None: freeze where it costs no second copy of the weights (module docstring).
-        self.freeze = freeze if freeze is not None else any(is_quantized(p) for p in self.model.parameters())
+        # None: freeze where the prepacked copy is small (module docstring).
+        self.freeze = freeze if freeze is not None else (any(is_quantized(p) for p in self.model.parameters())
+                                                         or float_linear_bytes(self.model) <= REORDER_LIMIT)
         self.device = loaded.device
         unsupported = kvcache.unsupported_cache(self.model)
         if unsupported is not None:

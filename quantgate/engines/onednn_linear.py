@@ -49,7 +49,7 @@ import torch
 
 from quantgate.quantize.schemes import cpu_flags, cpu_has_native_bf16
 
-__all__ = ["MIN_WORK", "REORDER_LIMIT", "onednn_status", "use_onednn"]
+__all__ = ["MIN_WORK", "REORDER_LIMIT", "float_linear_bytes", "onednn_status", "use_onednn"]
 
 # Multiply-adds per fp32 call from which oneDNN wins on the AMD host (bench/onednn_linear.py): 256x2057 at
 # one row 28.7 vs 34.2 us (MKL), 256x256 at four rows 12.9 vs 12.2, 256x640 at four 15.7 vs 27.5.
@@ -110,6 +110,11 @@ def _float(module: torch.nn.Module) -> torch.dtype | None:
             and w.dtype in _SIZES and w.device.type == "cpu" and w.dim() == 2):
         return w.dtype
     return None
+
+
+def float_linear_bytes(model: torch.nn.Module) -> int:
+    """Bytes of ``model``'s plain float CPU ``nn.Linear`` weights: what a second, reordered copy would cost."""
+    return sum(m.weight.numel() * _SIZES[m.weight.dtype] for m in model.modules() if _float(m) is not None)
 
 
 def _forward(module: torch.nn.Linear, held: list[_Weight], x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantgate.engines import local
 from quantgate.engines.local import LocalEngine
+from quantgate.engines.onednn_linear import float_linear_bytes
 from quantgate.engines.types import Generation, GenerationRequest, SamplingParams, TokenDelta
 from quantgate.errors import QuantgateError
 from quantgate.models import load_model
@@ -159,9 +161,13 @@ def test_compiled_static_cache_matches_eager(tiny_model_dir: Path) -> None:
     assert [c.token_ids for c in compiled] == [e.token_ids for e in eager]
 
 
-def test_freezing_by_default_only_where_it_costs_no_weight_copy(tiny_model_dir: Path) -> None:
+def test_freezing_by_default_only_where_the_weight_copy_is_small(tiny_model_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = load_model(tiny_model_dir, dtype="bf16")
-    assert LocalEngine(loaded, compile=True).freeze is False  # a float model: the prepacked copy doubles it
+    assert LocalEngine(loaded, compile=True).freeze is True  # a small float model: its prepacked copy is cheap
+    assert LocalEngine(loaded, compile=True, freeze=False).freeze is False
+    monkeypatch.setattr(local, "REORDER_LIMIT", float_linear_bytes(loaded.model) - 1)  # as if it were large
+    assert LocalEngine(loaded, compile=True).freeze is False
     assert LocalEngine(loaded, compile=True, freeze=True).freeze is True
     quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")
     assert LocalEngine(loaded, compile=True).freeze is True
