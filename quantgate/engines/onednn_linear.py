@@ -18,8 +18,8 @@ layers on AMD CPUs that compute bf16 natively, every call.
 The trade-offs:
 
 * **Memory**: the copies double the linear weights in memory (14 MB for the fp32 reference model), so a
-  model gets them only while they weigh at most ``REORDER_LIMIT`` (512 MiB) in all, the rule the compiled
-  path follows for float weights (a second copy only on request). Past it, fp32 layers multiply on oneDNN
+  model gets them only while they weigh at most ``REORDER_LIMIT`` (512 MiB) in all, the limit within which
+  the compiled path freezes (prepacks) a float model's weights too. Past it, fp32 layers multiply on oneDNN
   from their weights as they are (reordered inside each call: on the 291M benchmark model, 1 GB of fp32
   linear weights, 1.3-1.6x MKL's decode speed at one row and 1.8x at eight, against 1.6-2.8x with the
   copies) and bf16 layers keep torch's path. ``LocalEngine(..., onednn=False)`` keeps torch's paths.
@@ -47,7 +47,7 @@ import functools
 
 import torch
 
-from quantgate.quantize.schemes import cpu_flags, cpu_has_native_bf16
+from quantgate.quantize.schemes import cpu_flags, cpu_has_native_bf16, cpu_vendor
 
 __all__ = ["MIN_WORK", "REORDER_LIMIT", "float_linear_bytes", "onednn_status", "use_onednn"]
 
@@ -59,24 +59,13 @@ REORDER_LIMIT = 512 << 20
 _SIZES = {torch.float32: 4, torch.bfloat16: 2}
 
 
-def _vendor(cpuinfo: str) -> str:
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return ""
-    return ""
-
-
 def onednn_status(dtype: torch.dtype = torch.float32, cpuinfo: str = "/proc/cpuinfo") -> str:
     """``"ready"`` where ``dtype`` linears are worth routing to oneDNN on this CPU, else why not."""
     if not torch.backends.mkldnn.is_available():
         return "this torch has no oneDNN"
     if dtype not in _SIZES:
         return f"not measured for {dtype}"
-    vendor = _vendor(cpuinfo)
+    vendor = cpu_vendor(cpuinfo)
     if dtype == torch.bfloat16:
         if not cpu_has_native_bf16(cpuinfo):
             return "this CPU has no native bf16"

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from quantgate.errors import UnknownSchemeError, UnsupportedSchemeError
 
-__all__ = ["SCHEMES", "Scheme", "cpu_flags", "cpu_has_native_bf16", "get_scheme", "int8_kernel_ready",
+__all__ = ["SCHEMES", "Scheme", "cpu_flags", "cpu_has_native_bf16", "cpu_vendor", "get_scheme", "int8_kernel_ready",
            "scheme_names"]
 
 Kind = Literal["float", "int8wo", "int4wo", "int8dq", "intxwo", "fp8wo", "fp8dq"]
@@ -160,6 +160,18 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     except OSError:
         return set()
     return set()
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's ``vendor_id`` from ``cpuinfo`` (``AuthenticAMD``, ``GenuineIntel``); empty where unknown."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return ""
+    return ""
 
 
 def int8_kernel_ready() -> bool:
