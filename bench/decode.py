@@ -236,6 +236,9 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
                 "graphs_compiled_timed": g2 - g1,
                 "weight_bytes": wbytes, "quantize_s": quant_s, "load_s": load_s,
                 "layers": plan_summary, "frames_not_compiled": fell_back,
+                # how the engine ran its layers (docs/engine.md): figures before 2026-12-07 had neither
+                "onednn_layers": engine.onednn_layers, "int8_kernel_layers": engine.int8_kernel_layers,
+                "frozen": bool(engine.compile and engine.freeze),
                 "other_processes_cores": load.cores,
                 "training_running": busy or common.training_running(),
             }
