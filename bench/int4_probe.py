@@ -6,7 +6,8 @@ widens every weight to a float before its multiply; on the AMD EPYC Zen 5 host i
 ``bench/probes/int4_gemv.c`` multiplies one activation row by the same packed bytes (torch's AVX-512
 layout), summing ``x * q`` per group and applying scale and zero once per group. This builds it with
 the system C compiler, checks it against torch's output on twelve 1024x2816 layers (group 128) and
-times both, alternating. Not used by quantgate: a measurement for the decision to write the kernel.
+times both, alternating, per number of activation rows (several rows in tiles of four that share each
+unpacked step of the weight). Not used by quantgate: a measurement for the decision to write the kernel.
 
     python bench/int4_probe.py
 """
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-features", type=int, default=1024)
     ap.add_argument("--out-features", type=int, default=2816)
     ap.add_argument("--group", type=int, default=128)
+    ap.add_argument("--rows", default="1,2,4,8,16", help="activation rows per call (decode batch sizes)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
@@ -56,52 +58,56 @@ def main(argv: list[str] | None = None) -> int:
         print(f"building the probe failed: {built.stderr.strip()[:300]}")
         return 1
     fn = ctypes.CDLL(str(lib_path)).qg_int4_gemv
-    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int]
     fn.restype = None
 
     k, n, g = args.in_features, args.out_features, args.group
     torch.manual_seed(0)
     layers = torch.nn.Sequential(*[torch.nn.Linear(k, n, bias=False) for _ in range(args.layers)]).bfloat16()
     quantize_(layers, PrototypeInt4WeightOnlyConfig(group_size=g))
-    x = torch.randn(1, k).bfloat16()
-    xf = x.float().contiguous()
-    y = torch.empty(1, n)
-
-    def probe(m: torch.nn.Module) -> torch.Tensor:
-        w = m.weight
-        fn(xf.data_ptr(), w.qdata.data_ptr(), w.scale_and_zero.view(torch.int16).data_ptr(), y.data_ptr(), n, k, g,
-           args.threads)
-        return y
-
-    with torch.no_grad():
-        ref = layers[0](x).float()
-        diff = float((probe(layers[0]) - ref).abs().max())
-        # torch rounds its output to bf16 (8 bits of mantissa): allow that much of the largest output
-        tolerance = float(ref.abs().max()) * 2**-7
-        print(f"probe vs torch, largest difference {diff:.4g} (bf16 rounding of the output allows {tolerance:.3g})")
-        if diff > tolerance:
-            print("the probe does not compute what torch does: layout misread")
-            return 1
-        reps = 50
-        torch_us, probe_us = [], []
-        for _ in range(args.rounds):
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                for m in layers:
-                    m(x)
-            torch_us.append((time.perf_counter() - t0) / (reps * args.layers) * 1e6)
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                for m in layers:
-                    probe(m)
-            probe_us.append((time.perf_counter() - t0) / (reps * args.layers) * 1e6)
-    a, b = statistics.median(torch_us), statistics.median(probe_us)
     nbytes = k * n / 2
-    print(f"{k}x{n} int4, group {g}, one row, {args.threads} threads: torch {a:.1f} us ({nbytes / a / 1e3:.1f} GB/s), "
-          f"probe {b:.1f} us ({nbytes / b / 1e3:.1f} GB/s, ctypes call included): {a / b:.2f}x")
+    results = []
+    for rows in [int(r) for r in args.rows.split(",")]:
+        x = torch.randn(rows, k).bfloat16()
+        xf = x.float().contiguous()
+        y = torch.empty(rows, n)
+
+        def probe(m: torch.nn.Module, xf: torch.Tensor = xf, y: torch.Tensor = y, rows: int = rows) -> torch.Tensor:
+            w = m.weight
+            fn(xf.data_ptr(), w.qdata.data_ptr(), w.scale_and_zero.view(torch.int16).data_ptr(), y.data_ptr(), rows,
+               n, k, g, args.threads)
+            return y
+
+        with torch.no_grad():
+            ref = layers[0](x).float()
+            diff = float((probe(layers[0]) - ref).abs().max())
+            # torch rounds its output to bf16 (8 bits of mantissa): allow that much of the largest output
+            tolerance = float(ref.abs().max()) * 2**-7
+            if diff > tolerance:
+                print(f"rows {rows}: the probe does not compute what torch does ({diff:.4g} > {tolerance:.3g})")
+                return 1
+            reps = 50
+            torch_us, probe_us = [], []
+            for _ in range(args.rounds):
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    for m in layers:
+                        m(x)
+                torch_us.append((time.perf_counter() - t0) / (reps * args.layers) * 1e6)
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    for m in layers:
+                        probe(m)
+                probe_us.append((time.perf_counter() - t0) / (reps * args.layers) * 1e6)
+        a, b = statistics.median(torch_us), statistics.median(probe_us)
+        print(f"{k}x{n} int4, group {g}, {rows:2d} rows, {args.threads} threads: torch {a:7.1f} us "
+              f"({nbytes / a / 1e3:4.1f} GB/s), probe {b:7.1f} us ({nbytes / b / 1e3:4.1f} GB/s): {a / b:.2f}x "
+              f"(largest difference {diff:.3g}, bf16 rounding allows {tolerance:.3g})")
+        results.append({"rows": rows, "torch_us": torch_us, "probe_us": probe_us, "max_abs_diff": diff,
+                        "ratio": a / b})
     out = args.json or common.default_json("int4-probe")
     common.write_json(out, {"benchmark": "int4_probe", "machine": common.machine_info(), "settings": vars(args) | {
-        "json": str(args.json)}, "torch_us": torch_us, "probe_us": probe_us, "max_abs_diff": diff, "ratio": a / b})
+        "json": str(args.json)}, "results": results})
     print(f"wrote {out}")
     return 0
 
