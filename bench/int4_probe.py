@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,11 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     if "avx512f" not in cpu_flags():
         print("the probe is written for torch's AVX-512 packing; this CPU has no AVX-512")
         return 1
+    from quantgate.quantize.int8_kernel import compile_library, find_compiler
+
+    compiler, why = find_compiler(None, "CC", "cc", "C")
     lib_path = Path(tempfile.mkdtemp()) / "int4_gemv.so"
-    built = subprocess.run(["cc", "-O3", "-mavx512f", "-mavx512bw", "-mfma", "-fopenmp", "-shared", "-fPIC",
-                            str(SOURCE), "-o", str(lib_path)], capture_output=True, text=True, check=False)
-    if built.returncode != 0:
-        print(f"building the probe failed: {built.stderr.strip()[:300]}")
+    why = why or compile_library([compiler or "cc", "-O3", "-mavx512f", "-mavx512bw", "-mfma", "-fopenmp", "-shared",
+                                  "-fPIC", str(SOURCE)], lib_path)
+    if why:
+        print(f"building the probe failed: {why}")
         return 1
     fn = ctypes.CDLL(str(lib_path)).qg_int4_gemv
     fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int]

@@ -101,9 +101,13 @@ def _float(module: torch.nn.Module) -> torch.dtype | None:
     return None
 
 
+def _bytes(layers: list[torch.nn.Module]) -> int:
+    return sum(m.weight.numel() * _SIZES[m.weight.dtype] for m in layers)
+
+
 def float_linear_bytes(model: torch.nn.Module) -> int:
     """Bytes of ``model``'s plain float CPU ``nn.Linear`` weights: what a second, reordered copy would cost."""
-    return sum(m.weight.numel() * _SIZES[m.weight.dtype] for m in model.modules() if _float(m) is not None)
+    return _bytes([m for m in model.modules() if _float(m) is not None])
 
 
 def _forward(module: torch.nn.Linear, held: list[_Weight], x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +137,7 @@ def use_onednn(model: torch.nn.Module, enabled: bool = True, cpuinfo: str = "/pr
     ready = {d for d in _SIZES if onednn_status(d, cpuinfo) == "ready"} if enabled else set()
     # another routing (quantize.int8_kernel) may own a layer
     layers = [m for m in layers if _float(m) in ready and "forward" not in m.__dict__]
-    reorder = sum(m.weight.numel() * _SIZES[m.weight.dtype] for m in layers) <= reorder_limit
+    reorder = _bytes(layers) <= reorder_limit
     if not reorder:
         layers = [m for m in layers if m.weight.dtype == torch.float32]
     for m in layers:

@@ -49,8 +49,8 @@ import torch
 
 from quantgate.quantize.schemes import cpu_flags
 
-__all__ = ["MAX_ROWS", "build", "build_op", "int8_linear", "kernel_isa", "kernel_status", "op_implementation",
-           "use_int8_kernel"]
+__all__ = ["MAX_ROWS", "build", "build_op", "compile_library", "find_compiler", "int8_linear", "kernel_isa",
+           "kernel_status", "op_implementation", "use_int8_kernel"]
 
 _SOURCE = Path(__file__).with_name("kernels") / "int8_linear.c"
 _OP_SOURCE = _SOURCE.with_name("int8_linear_op.cpp")
@@ -85,13 +85,13 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
     """Build (or find in ``cache``) and load the kernel: (the callable or None, why not)."""
     if not {"avx2", "fma"} <= cpu_flags(cpuinfo):
         return None, f"this CPU lacks AVX2/FMA (by {cpuinfo})"
-    found, why = _compiler(compiler, "CC", "cc", "C")
+    found, why = find_compiler(compiler, "CC", "cc", "C")
     if found is None:
         return None, why
     flags = _build_flags(cpuinfo)
     digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
     target = (cache or _cache_dir()) / f"int8_linear-{digest}.so"
-    why = _compile([found, *flags, str(_SOURCE)], target)
+    why = compile_library([found, *flags, str(_SOURCE)], target)
     if why:
         return None, why
     try:
@@ -107,7 +107,7 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
 def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Path | None, str]:
     """Build (or find in ``cache``) the op's C++ CPU implementation against this torch: (the library, or None
     and why not). Load it with ``torch.ops.load_library``; ``op_implementation`` does, once per process."""
-    found, why = _compiler(compiler, "CXX", "c++", "C++")
+    found, why = find_compiler(compiler, "CXX", "c++", "C++")
     if found is None:
         return None, why
     root = Path(torch.__file__).parent
@@ -116,20 +116,20 @@ def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Pa
     # the library is tied to this torch's headers and ABI as much as to the sources
     key = _OP_SOURCE.read_bytes() + _SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()
     target = (cache or _cache_dir()) / f"int8_linear_op-{hashlib.sha256(key).hexdigest()[:16]}.so"
-    why = _compile([found, *flags, "-I", str(root / "include"), "-I", str(root / "include/torch/csrc/api/include"),
+    why = compile_library([found, *flags, "-I", str(root / "include"), "-I", str(root / "include/torch/csrc/api/include"),
                     "-I", str(_SOURCE.parent), str(_OP_SOURCE), "-L", str(root / "lib"), "-lc10", "-ltorch_cpu"],
                    target)
     return (None, why) if why else (target, "")
 
 
-def _compiler(given: str | None, variable: str, default: str, language: str) -> tuple[str | None, str]:
+def find_compiler(given: str | None, variable: str, default: str, language: str) -> tuple[str | None, str]:
     """The compiler's path (``given``, else ``$variable``, else ``default``), or None and why not."""
     name = given or os.environ.get(variable, default)
     found = shutil.which(name)
     return found, "" if found else f"no {language} compiler {name!r} on PATH"
 
 
-def _compile(command: list[str], target: Path) -> str:
+def compile_library(command: list[str], target: Path) -> str:
     """Run ``command -o <temporary file>`` and move the result to ``target``, unless it is there; why it failed, or ""."""
     if target.exists():
         return ""
