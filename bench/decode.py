@@ -61,9 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quantized-dtype", default=None, choices=["fp32", "bf16"],
                     help="activations of the quantized schemes (default: each scheme's, `auto` resolved on this CPU; "
                          "the figures in docs/benchmarks.md before 2026-11-28 are bf16)")
-    ap.add_argument("--int8-kernel", default="on", choices=["on", "off", "both"],
-                    help="int8 weight-only layers on quantgate's CPU kernel (on), torchao's path (off), or each "
-                         "in turn, side by side (both: rows of the torchao path get mode `eager-ao`/`compile-ao`)")
+    ap.add_argument("--kernels", "--int8-kernel", dest="kernels", default="on", choices=["on", "off", "both"],
+                    help="int8 and int4 weight-only layers on quantgate's CPU kernels (on), torchao's/torch's "
+                         "paths (off), or each in turn, side by side (both: rows of torchao's path get mode "
+                         "`eager-ao`/`compile-ao`)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny random model, 32+16 tokens, 1 repeat")
     ap.add_argument("--profile", action="store_true",
@@ -179,6 +180,7 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
 
     from quantgate.engines.local import LocalEngine
     from quantgate.quantize.apply import quantize_model
+    from quantgate.quantize.int4_kernel import use_int4_kernel
     from quantgate.quantize.int8_kernel import use_int8_kernel
     from quantgate.quantize.schemes import get_scheme
 
@@ -203,14 +205,14 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
             f"{common.fmt_bytes(wbytes['linear'])}, quantized {plan_summary or '-'} in {quant_s:.1f}s")
         return [{"model": source.name, "scheme": scheme_name, "weight_bytes": wbytes,
                  "quantize_s": quant_s, "layers": plan_summary}]
-    kernels = {"on": [True], "off": [False], "both": [True, False]}[args.int8_kernel]
-    if args.int8_kernel == "both" and not use_int8_kernel(loaded.model):
+    kernels = {"on": [True], "off": [False], "both": [True, False]}[args.kernels]
+    if args.kernels == "both" and not (use_int8_kernel(loaded.model) or use_int4_kernel(loaded.model)):
         kernels = [True]  # no layer the kernel takes: a torchao row would repeat the other
     for compile_mode, kernel in [(m, k) for m in modes for k in kernels]:
         torch._dynamo.reset()  # a fresh recompile budget per engine: bench/README.md, "Compile hygiene"
         engine = LocalEngine(loaded, max_batch_size=max(batch_sizes), compile=(compile_mode == "compile"),
-                             int8_kernel=kernel)
-        mode = compile_mode if kernel or args.int8_kernel != "both" else f"{compile_mode}-ao"
+                             int8_kernel=kernel, int4_kernel=kernel)
+        mode = compile_mode if kernel or args.kernels != "both" else f"{compile_mode}-ao"
         engine.eos_ids = set()  # run every row to max_tokens (documented in the module docstring)
         for batch in batch_sizes:
             prompts = make_prompts(source, batch, args.prompt_tokens)
@@ -238,6 +240,7 @@ def bench_scheme(source: common.ModelSource, scheme_name: str, args: argparse.Na
                 "layers": plan_summary, "frames_not_compiled": fell_back,
                 # how the engine ran its layers (docs/engine.md): figures before 2026-12-07 had neither
                 "onednn_layers": engine.onednn_layers, "int8_kernel_layers": engine.int8_kernel_layers,
+                "int4_kernel_layers": engine.int4_kernel_layers,
                 "frozen": bool(engine.compile and engine.freeze),
                 "other_processes_cores": load.cores,
                 "training_running": busy or common.training_running(),

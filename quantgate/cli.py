@@ -275,6 +275,16 @@ def schemes() -> None:
         impl = op_implementation()
         _console().print("  compiled graphs call it through its "
                          + ("C++ registration" if impl == "c++" else f"Python registration ({impl.removeprefix('python: ')})"))
+    from quantgate.quantize import int4_kernel
+
+    status = int4_kernel.kernel_status()
+    _console().print("int4 weight-only decode on this CPU: "
+                     + (f"quantgate kernel (torch's {int4_kernel.packing()} packing)" if status == "ready"
+                        else f"torch's kernel ({status})"))
+    if status == "ready":
+        impl = int4_kernel.op_implementation()
+        _console().print("  compiled graphs call it through its "
+                         + ("C++ registration" if impl == "c++" else f"Python registration ({impl.removeprefix('python: ')})"))
     import torch
 
     from quantgate.engines.onednn_linear import onednn_status

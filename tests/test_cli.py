@@ -56,6 +56,7 @@ def test_quantize_inspect_generate(tiny_model_dir: Path, tmp_path: Path, capsys:
     assert "int8 weight-only decode with fp32 activations on this CPU: " in stdout
     if "quantgate kernel" in stdout:
         assert "compiled graphs call it through its " in stdout
+    assert "int4 weight-only decode on this CPU: " in stdout
     assert "fp32 linears of an eager engine on this CPU: " in stdout
     assert "bf16 linears of an eager engine on this CPU: " in stdout
 

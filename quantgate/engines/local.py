@@ -22,7 +22,8 @@ the limit the eager engine's reordered copies keep too: the prepacked copy doubl
 decode settings"; 25.2 -> 18.5 ms a step on the AMD Zen 5 host). ``freeze=True``/``False`` decides
 either way. On the CPU, int8 weight-only layers of an fp32 model run quantgate's own kernel at
 decode steps (``quantize.int8_kernel``: torchao's path widens every weight on every call); ``int8_kernel=False``
-keeps torchao's. The eager engine's float linears run on oneDNN from weights laid out once
+keeps torchao's. Likewise int4 weight-only layers run quantgate's int4 kernel at decode steps and short
+prefills (``quantize.int4_kernel``: torch's widens every weight too); ``int4_kernel=False`` keeps torch's. The eager engine's float linears run on oneDNN from weights laid out once
 (``engines.onednn_linear``: fp32 on AMD CPUs with AVX-512, where MKL runs its AVX2 code, 1.1-8.5x a layer;
 bf16 on AMD CPUs with native bf16, where torch reorders the weight on every call, 1.2-2.3x at a few rows;
 ``onednn=False`` keeps torch's paths). The engine's model is changed either way (its layers'
@@ -66,6 +67,7 @@ from quantgate.errors import ModelLoadError, QuantgateError
 from quantgate.models.chat import render_chat
 from quantgate.models.loading import LoadedModel
 from quantgate.quantize.codec import is_quantized
+from quantgate.quantize.int4_kernel import use_int4_kernel
 from quantgate.quantize.int8_kernel import use_int8_kernel
 
 __all__ = ["LocalEngine"]
@@ -117,7 +119,8 @@ class LocalEngine:
     """Generate and score with a ``LoadedModel``. Not thread-safe: one call at a time."""
 
     def __init__(self, loaded: LoadedModel, max_batch_size: int = 16, compile: bool = False,
-                 freeze: bool | None = None, int8_kernel: bool = True, onednn: bool = True):
+                 freeze: bool | None = None, int8_kernel: bool = True, onednn: bool = True,
+                 int4_kernel: bool = True):
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -133,6 +136,7 @@ class LocalEngine:
                                  f"(serve this one through an upstream server)")
         # int8 weight-only layers on the CPU decode through quantgate's kernel (quantize.int8_kernel)
         self.int8_kernel_layers = use_int8_kernel(self.model, int8_kernel and self.device == "cpu", onednn)
+        self.int4_kernel_layers = use_int4_kernel(self.model, int4_kernel and self.device == "cpu")
         # float linears on oneDNN with weights laid out once (engines.onednn_linear); eager only
         self.onednn_layers = use_onednn(self.model, onednn and self.device == "cpu" and not compile)
         config = self.model.config

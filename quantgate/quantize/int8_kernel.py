@@ -27,29 +27,23 @@ torch with the system C++ compiler) where that builds, since a call through torc
 Python costs about three times one into C++ (``op_implementation`` has the figures); elsewhere the
 Python function below is registered instead, with the same arithmetic.
 
-The compiled libraries are cached under ``$XDG_CACHE_HOME/quantgate/kernels`` (default ``~/.cache``),
-named by the hash of their sources and flags (and torch's version, for the op), so a change builds
-anew and concurrent builds do not collide (each writes a temporary file and renames it).
+The compiled libraries are cached as ``quantize.native`` says.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, library_path
 from quantgate.quantize.schemes import cpu_flags
 
-__all__ = ["MAX_ROWS", "build", "build_op", "compile_library", "find_compiler", "int8_linear", "kernel_isa",
+__all__ = ["MAX_ROWS", "build", "build_op", "int8_linear", "kernel_isa",
            "kernel_status", "op_implementation", "use_int8_kernel"]
 
 _SOURCE = Path(__file__).with_name("kernels") / "int8_linear.c"
@@ -76,11 +70,6 @@ def _build_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
 MAX_ROWS = _BUILDS[kernel_isa()][1]
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "quantgate" / "kernels"
-
-
 def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Path | None = None) -> tuple[Any, str]:
     """Build (or find in ``cache``) and load the kernel: (the callable or None, why not)."""
     if not {"avx2", "fma"} <= cpu_flags(cpuinfo):
@@ -89,8 +78,7 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
     if found is None:
         return None, why
     flags = _build_flags(cpuinfo)
-    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
-    target = (cache or _cache_dir()) / f"int8_linear-{digest}.so"
+    target = library_path("int8_linear", _SOURCE.read_bytes() + " ".join(flags).encode(), cache)
     why = compile_library([found, *flags, str(_SOURCE)], target)
     if why:
         return None, why
@@ -107,46 +95,8 @@ def build(cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None, cache: Pa
 def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Path | None, str]:
     """Build (or find in ``cache``) the op's C++ CPU implementation against this torch: (the library, or None
     and why not). Load it with ``torch.ops.load_library``; ``op_implementation`` does, once per process."""
-    found, why = find_compiler(compiler, "CXX", "c++", "C++")
-    if found is None:
-        return None, why
-    root = Path(torch.__file__).parent
-    flags = (*_build_flags(), "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-             f"-DQG_MAX_ROWS={MAX_ROWS}")
-    # the library is tied to this torch's headers and ABI as much as to the sources
-    key = _OP_SOURCE.read_bytes() + _SOURCE.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()
-    target = (cache or _cache_dir()) / f"int8_linear_op-{hashlib.sha256(key).hexdigest()[:16]}.so"
-    why = compile_library([found, *flags, "-I", str(root / "include"), "-I", str(root / "include/torch/csrc/api/include"),
-                    "-I", str(_SOURCE.parent), str(_OP_SOURCE), "-L", str(root / "lib"), "-lc10", "-ltorch_cpu"],
-                   target)
-    return (None, why) if why else (target, "")
-
-
-def find_compiler(given: str | None, variable: str, default: str, language: str) -> tuple[str | None, str]:
-    """The compiler's path (``given``, else ``$variable``, else ``default``), or None and why not."""
-    name = given or os.environ.get(variable, default)
-    found = shutil.which(name)
-    return found, "" if found else f"no {language} compiler {name!r} on PATH"
-
-
-def compile_library(command: list[str], target: Path) -> str:
-    """Run ``command -o <temporary file>`` and move the result to ``target``, unless it is there; why it failed, or ""."""
-    if target.exists():
-        return ""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run([*command, "-o", tmp], capture_output=True, text=True, check=False, timeout=300)
-        if done.returncode != 0:
-            return f"{command[0]} failed: {done.stderr.strip()[:300]}"
-        os.replace(tmp, target)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"building {target.name} failed: {e}"
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return ""
+    return build_torch_op("int8_linear_op", _OP_SOURCE, _SOURCE, (*_build_flags(), f"-DQG_MAX_ROWS={MAX_ROWS}"),
+                          compiler, cache)
 
 
 @functools.cache

@@ -1,0 +1,254 @@
+"""A CPU kernel for int4 weight-only linears (``int4wo-gN``), built from C on first use.
+
+Why: torchao 0.18 runs an ``int4wo`` layer on the CPU through torch's ``_weight_int4pack_mm_for_cpu``,
+which widens every weight to ``(q - 8) * s + z`` before its multiply: bound by that arithmetic, it read
+int4 weights at ~4 GB/s on a 2-core AVX2-only AMD EPYC, where bf16 weights stream at ~12.
+``kernels/int4_linear.c`` reads the same packed bytes torchao holds (no copy, no format of our own: a
+variant saved before still loads, and the weights stay at 0.27x bf16), sums ``x * q`` over each group
+and applies scale and zero once per group: on that CPU 32 2816x1024 layers took 5.0 ms at one row
+against torch's 11.5 (and bf16's 14.9), 1.7-2.4x faster than torch's at 2-512 rows
+(``bench/int4_kernel.py``; docs/benchmarks.md, *quantgate's int4 kernel*).
+
+The trade-offs: it needs a C compiler (``$CC`` or ``cc``, with OpenMP) and an x86-64 CPU on which
+torch packs int4 for AVX2 or AVX-512 (``torch.backends.cpu.get_cpu_capability()``: the bytes' layout
+follows it); a layer whose width is not a whole number of torch's blocks (32 or 64 output features),
+whose scales are not bf16, or a prefill of more than ``MAX_ROWS`` rows in all keeps torch's kernel.
+Its sums run in another order than torch's, so outputs differ from torchao's in the last bits (a
+greedy answer can change where two tokens were a near tie), but each row is summed the same way
+whatever else shares the call: batched greedy decoding still equals one row at a time.
+``LocalEngine(..., int4_kernel=False)`` keeps torch's kernel everywhere. Each process first checks the
+kernel against torch's on a small layer (``_self_check``, about a millisecond) and keeps torch's where
+they disagree: the layout is torch's, undocumented, and the AVX-512 build had only run on paper when
+it shipped (written and tested on an AVX2-only CPU; the same arithmetic in 16 lanes).
+
+Compiled graphs call it as the op ``torch.ops.quantgate.int4_linear``, implemented in C++
+(``kernels/int4_linear_op.cpp``) where that builds, else by the Python function below, as for
+``quantize.int8_kernel``, whose docstring has the cost of each way in.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, library_path
+from quantgate.quantize.schemes import cpu_flags
+
+__all__ = ["MAX_ROWS", "build", "build_op", "int4_linear", "kernel_status", "op_implementation", "packing",
+           "use_int4_kernel"]
+
+_SOURCE = Path(__file__).with_name("kernels") / "int4_linear.c"
+_OP_SOURCE = _SOURCE.with_name("int4_linear_op.cpp")
+_FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
+
+
+class _Build(NamedTuple):
+    needs: frozenset[str]  # CPU flags
+    flags: tuple[str, ...]  # beside _FLAGS
+    block: int  # output features per block of torch's packing
+    max_rows: int  # the most rows in all a call other than a decode step sends through the kernel
+
+
+# Per packing torch uses (by ATen's CPU capability). MAX_ROWS: on the AVX2-only AMD EPYC, against torch's
+# kernel, 32 2816x1024 layers (bench/int4_kernel.py): 2.3x at 1 row, 1.7-2.0x at 4-512 rows (and 5x
+# the bf16 layers, which that CPU emulates); on the AVX-512 AMD EPYC Zen 5 a probe of the same
+# arithmetic was 1.07-1.14x at 8-16 rows, measured no further.
+_BUILDS = {"AVX512": _Build(frozenset({"avx512f"}), ("-mavx512f",), 64, 16),
+           "AVX2": _Build(frozenset({"avx2", "fma"}), (), 32, 512)}
+
+
+def packing() -> str | None:
+    """Which of torch's int4 CPU packings this process uses (``"AVX512"``, ``"AVX2"``), or None for one
+    the kernel does not read."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability if capability in _BUILDS else None
+
+
+MAX_ROWS = _BUILDS[packing() or "AVX2"].max_rows
+
+
+def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None,
+          cache: Path | None = None) -> tuple[Any, str]:
+    """Build (or find in ``cache``) and load the kernel for ``capability``'s packing (default: this
+    process's): (the callable or None, why not)."""
+    capability = capability or packing()
+    if capability not in _BUILDS:
+        return None, f"torch packs int4 for {torch.backends.cpu.get_cpu_capability()!r} here, which the kernel does not read"
+    needs, extra, block, _ = _BUILDS[capability]
+    if not needs <= cpu_flags(cpuinfo):
+        return None, f"this CPU lacks {'/'.join(sorted(needs - cpu_flags(cpuinfo)))} (by {cpuinfo})"
+    found, why = find_compiler(compiler, "CC", "cc", "C")
+    if found is None:
+        return None, why
+    flags = (*_FLAGS, *extra)
+    target = library_path("int4_linear", _SOURCE.read_bytes() + " ".join(flags).encode(), cache)
+    why = compile_library([found, *flags, str(_SOURCE)], target)
+    if why:
+        return None, why
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as e:
+        return None, f"loading {target} failed: {e}"
+    if lib.qg_int4_block() != block:  # the build and torch's packing must agree on the layout
+        return None, f"{target} reads blocks of {lib.qg_int4_block()} columns, torch packs {block}"
+    fn = lib.qg_int4_linear
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    if capability == packing():
+        why = _self_check(fn, block)
+    return (None, why) if why else (fn, "")
+
+
+def _self_check(fn: Any, block: int) -> str:
+    """Why the kernel disagrees with torch's on a small packed layer, or "".
+
+    The kernel reads bytes in a layout torch does not document, with code a CI machine of one
+    instruction set never runs for the other; a wrong kernel would not fail, it would answer wrongly.
+    So each process compares it once with torch's kernel (1 and 5 rows of a 2-block, 4-group layer;
+    about a millisecond) and keeps torch's kernel where they disagree.
+    """
+    n, k, group = 2 * block, 256, 64
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
+    qdata = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    scale_and_zero = (torch.rand(k // group, n, 2, generator=gen) * 0.1).bfloat16()
+    for rows in (1, 5):
+        x = torch.randn(rows, k, generator=gen).bfloat16()
+        expected = torch.ops.aten._weight_int4pack_mm_for_cpu(x, qdata, group, scale_and_zero).float()
+        y = torch.empty(rows, n, dtype=torch.bfloat16)
+        fn(x.data_ptr(), qdata.data_ptr(), scale_and_zero.data_ptr(), y.data_ptr(), rows, n, k, group, 1, 1)
+        error = float((y.float() - expected).abs().max())
+        # both round to bf16 (8 bits): allow a few units of the last place of the largest output
+        if not error <= float(expected.abs().max()) * 2**-6:
+            return f"the kernel disagrees with torch's on a test layer ({rows} rows: off by {error:.3g})"
+    return ""
+
+
+def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Path | None, str]:
+    """Build (or find in ``cache``) the op's C++ CPU implementation for this process's packing."""
+    capability = packing()
+    if capability is None:
+        return None, f"no kernel for torch's {torch.backends.cpu.get_cpu_capability()!r} packing"
+    return build_torch_op("int4_linear_op", _OP_SOURCE, _SOURCE,
+                          (*_FLAGS, *_BUILDS[capability].flags, f"-DQG_MAX_ROWS={MAX_ROWS}"), compiler, cache)
+
+
+@functools.cache
+def _library() -> tuple[Any, str]:
+    """``build()`` once per process: the kernel is a process-wide resource, like torch's own ops."""
+    return build()
+
+
+def kernel_status() -> str:
+    """``"ready"``, or why the kernel cannot run here (builds it on first call)."""
+    fn, why = _library()
+    return "ready" if fn is not None else why
+
+
+def _takes(x: torch.Tensor, k: int) -> bool:
+    """Whether the kernel runs ``x``: one position per sequence, or few rows in all."""
+    return x.dim() >= 3 and x.shape[-2] == 1 or x.numel() <= MAX_ROWS * k
+
+
+def int4_linear(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int) -> torch.Tensor:
+    """``x @ W.T`` for the int4 weight torch packed as ``qdata`` ([N, K / 2] bytes) with ``scale_and_zero``
+    ([K / group, N, 2] bf16), in ``x``'s dtype.
+
+    Through the C kernel for fp32 or bf16 CPU ``x`` that holds one position per sequence (a decode
+    step, whatever the batch) or at most ``MAX_ROWS`` rows in all, with bf16 scales; otherwise through
+    torch's kernel.
+    Also the op ``torch.ops.quantgate.int4_linear``, which ``torch.compile`` calls as it is.
+    """
+    n, k = qdata.shape[0], qdata.shape[1] * 2
+    rows = x.reshape(-1, k)
+    fn = _library()[0]
+    if (fn is None or x.dtype not in (torch.float32, torch.bfloat16) or scale_and_zero.dtype != torch.bfloat16
+            or not _takes(x, k) or x.device.type != "cpu"):
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.contiguous(), qdata, group, scale_and_zero)
+        return y.reshape(*x.shape[:-1], n)
+    rows = rows if rows.is_contiguous() else rows.contiguous()
+    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
+    if fn(rows.data_ptr(), qdata.data_ptr(), scale_and_zero.data_ptr(), y.data_ptr(), rows.shape[0], n, k, group,
+          int(x.dtype == torch.bfloat16), torch.get_num_threads()):
+        raise MemoryError(f"int4_linear: no memory for {rows.shape[0]} rows of {k}")
+    return y
+
+
+# The op compiled graphs call; the namespace is int8_kernel's, so this library only adds to it.
+_OPS = torch.library.Library("quantgate", "FRAGMENT")
+_OPS.define("int4_linear(Tensor x, Tensor qdata, Tensor scale_and_zero, int group) -> Tensor")
+
+
+@functools.cache
+def op_implementation() -> str:
+    """Give the op its CPU implementation, once per process: ``"c++"`` where ``build_op`` succeeds and
+    the C kernel runs here, else the Python one (``"python: <why>"``)."""
+    why = _library()[1]
+    if not why:
+        path, why = build_op()
+        if path is not None:
+            try:
+                torch.ops.load_library(str(path))
+                return "c++"
+            except (OSError, RuntimeError) as e:
+                why = f"loading {path} failed: {e}"
+    _OPS.impl("int4_linear", int4_linear, "CPU")
+    return f"python: {why}"
+
+
+@torch.library.register_fake("quantgate::int4_linear")
+def _(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], qdata.shape[0]))
+
+
+def _fits(weight: Any, block: int) -> bool:
+    """Whether ``weight`` is an int4 weight-only tensor the kernel reads: torchao's CPU packing, bf16
+    scales, no activation scaling or quantization, whole blocks of output features."""
+    if type(weight) is torch.Tensor or type(weight) is torch.nn.Parameter:
+        return False  # a float model: no torchao import (seconds, the first time) for nothing
+    from torchao.prototype.quantization.int4 import Int4OpaqueTensor
+
+    if not isinstance(weight, Int4OpaqueTensor) or weight.device.type != "cpu":
+        return False
+    if weight.act_pre_scale is not None or getattr(weight, "act_mapping_type", None) is not None:
+        return False
+    n, k = weight.shape
+    group = weight.block_size[1]
+    return (weight.block_size[0] == 1 and group % 2 == 0 and k % group == 0 and n % block == 0
+            and tuple(weight.qdata.shape) == (n, k // 2) and weight.qdata.dtype == torch.uint8
+            and weight.scale_and_zero.dtype == torch.bfloat16
+            and tuple(weight.scale_and_zero.shape) == (k // group, n, 2) and weight.scale_and_zero.is_contiguous()
+            and weight.qdata.is_contiguous())
+
+
+def _forward(module: torch.nn.Linear, eager: Callable[..., torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    w = module.weight
+    group = w.block_size[1]
+    if torch.compiler.is_compiling():
+        y = torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, group)
+    else:
+        y = eager(x, w.qdata, w.scale_and_zero, group)
+    return y if module.bias is None else y + module.bias
+
+
+def use_int4_kernel(model: torch.nn.Module, enabled: bool = True) -> int:
+    """Route every int4 weight-only ``nn.Linear`` of ``model`` that the kernel reads through ``int4_linear``
+    (``enabled=False``: back to torchao's path). Returns how many layers now use it: 0 when the kernel
+    cannot run here (``kernel_status`` says why) or the model has no such layer. The weights are not
+    touched; only each layer's ``forward``."""
+    capability = packing()
+    block = _BUILDS[capability].block if capability else 0
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and block and _fits(m.weight, block)]
+    if not enabled or not layers or _library()[0] is None:
+        for m in layers:
+            m.__dict__.pop("forward", None)
+        return 0
+    eager = torch.ops.quantgate.int4_linear.default if op_implementation() == "c++" else int4_linear
+    for m in layers:
+        m.forward = functools.partial(_forward, m, eager)
+    return len(layers)

@@ -1,0 +1,42 @@
+/* The CPU implementation of the op quantgate::int4_linear, registered with torch's dispatcher from C++.
+   Built and loaded by quantgate/quantize/int4_kernel.py, which defines the op's schema and says why: a
+   compiled decode step calls the op for every linear layer, and a call into Python costs several times
+   one into C++ (quantize/int8_kernel.py has the figures). */
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <new>
+
+extern "C" {
+#include "int4_linear.c"
+}
+
+namespace {
+
+constexpr int64_t kMaxRows = QG_MAX_ROWS;
+
+/* The same choice as int4_kernel.int4_linear: the C kernel for fp32 or bf16 CPU input holding one
+   position per sequence or at most kMaxRows rows in all, with bf16 scales; torch's int4 kernel for
+   everything else. */
+at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::Tensor &scale_and_zero, int64_t group) {
+    const int64_t n = qdata.size(0), k = qdata.size(1) * 2;
+    const bool takes = (x.dim() >= 3 && x.size(-2) == 1) || x.numel() <= kMaxRows * k;
+    const bool bf16 = x.scalar_type() == at::kBFloat16;
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = n;
+    at::Tensor rows = x.reshape({-1, k}).contiguous();
+    if (!(bf16 || x.scalar_type() == at::kFloat) || scale_and_zero.scalar_type() != at::kBFloat16 || !takes ||
+        !x.device().is_cpu())
+        return at::_weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero).reshape(shape);
+    at::Tensor w = qdata.contiguous(), sz = scale_and_zero.contiguous();
+    at::Tensor y = at::empty(shape, x.options());
+    if (qg_int4_linear(rows.data_ptr(), w.data_ptr<uint8_t>(), reinterpret_cast<const uint32_t *>(sz.data_ptr()),
+                       y.data_ptr(), rows.size(0), n, k, group, bf16, at::get_num_threads()))
+        throw std::bad_alloc();
+    return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(quantgate, CPU, m) { m.impl("int4_linear", &int4_linear); }

@@ -1,0 +1,210 @@
+"""quantgate's CPU kernel for int4 weight-only linears (quantgate.quantize.int4_kernel).
+
+Its output is held to torch's own int4 CPU kernel on the same packed weights (the thing it replaces),
+at every row count around its tiles and limits, for each group size; a decode row must come out the
+same alone or in any batch; the build is tried against a missing compiler, a CPU without the
+instructions, and a kernel that computes the wrong thing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from quantgate.engines.local import LocalEngine
+from quantgate.engines.types import GenerationRequest, SamplingParams
+from quantgate.models.loading import load_model
+from quantgate.quantize import int4_kernel
+from quantgate.quantize.apply import quantize_model
+from quantgate.quantize.int4_kernel import (
+    MAX_ROWS,
+    build,
+    build_op,
+    int4_linear,
+    kernel_status,
+    op_implementation,
+    packing,
+    use_int4_kernel,
+)
+from quantgate.quantize.schemes import get_scheme
+
+ready = pytest.mark.skipif(kernel_status() != "ready", reason=f"int4 kernel unavailable: {kernel_status()}")
+BLOCK = 64 if packing() == "AVX512" else 32
+
+
+def _quantized(in_features: int, out_features: int, group: int = 32, bias: bool = False,
+               dtype: torch.dtype = torch.bfloat16) -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(in_features, out_features, bias=bias)).to(dtype)
+    quantize_model(model, get_scheme(f"int4wo-g{group}"), device="cpu")
+    return model
+
+
+def _torchs(x: torch.Tensor, w: Any) -> torch.Tensor:
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, w.qdata, w.block_size[1], w.scale_and_zero)
+    return y.reshape(*x.shape[:-1], -1)
+
+
+def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    """Equal up to the sums' order and the bf16 rounding of both outputs (8 bits of mantissa)."""
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    error = float((ours.float() - theirs.float()).abs().max())
+    assert error <= float(theirs.float().abs().max()) * 2**-6, error
+
+
+@ready
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 9, 16, 17, MAX_ROWS, MAX_ROWS + 1])  # 2-D input: rows
+@pytest.mark.parametrize(("group", "in_features", "blocks"), [(32, 256, 3), (64, 384, 2), (128, 256, 1)])
+def test_kernel_matches_torchs_int4_kernel(rows: int, group: int, in_features: int, blocks: int) -> None:
+    model = _quantized(in_features, blocks * BLOCK, group, bias=True)  # an odd number of blocks: one left over
+    x = torch.randn(rows, in_features).bfloat16()
+    with torch.no_grad():
+        assert use_int4_kernel(model, enabled=False) == 0
+        reference = model(x)
+        assert use_int4_kernel(model) == 1
+        out = model(x)
+    _close(out, reference)
+    if rows > MAX_ROWS:  # a long prefill takes torch's kernel itself
+        assert torch.equal(out, reference)
+
+
+@ready
+@pytest.mark.parametrize("group", [32, 128])
+def test_a_decode_row_comes_out_the_same_alone_or_in_any_batch(group: int) -> None:
+    w = _quantized(256, 3 * BLOCK, group)[0].weight
+    x = torch.randn(37, 1, 256).bfloat16()  # 37 sequences, one new position each: odd, tiles of every size
+    batched = int4_linear(x, w.qdata, w.scale_and_zero, group)
+    _close(batched, _torchs(x, w))
+    for size in (1, 2, 3, 4, 5, 6, 7, 9):
+        for start in range(0, 37 - size, 7):
+            part = int4_linear(x[start:start + size], w.qdata, w.scale_and_zero, group)
+            assert torch.equal(part, batched[start:start + size]), (size, start)
+
+
+@ready
+def test_fp32_activations_give_the_bf16_results_before_rounding() -> None:
+    w = _quantized(256, 2 * BLOCK)[0].weight
+    x = torch.randn(5, 1, 256).bfloat16()
+    wide = int4_linear(x.float(), w.qdata, w.scale_and_zero, 32)
+    assert wide.dtype == torch.float32
+    assert torch.equal(wide.bfloat16(), int4_linear(x, w.qdata, w.scale_and_zero, 32))  # rounded as torch rounds
+
+
+@ready
+def test_tensors_off_the_cpu_never_reach_the_c_code() -> None:
+    w = _quantized(64, BLOCK)[0].weight
+    x = torch.empty(3, 1, 64, device="meta", dtype=torch.bfloat16)
+    y = int4_linear(x, w.qdata.to("meta"), w.scale_and_zero.to("meta"), 32)
+    assert y.device.type == "meta" and y.shape == (3, 1, BLOCK)
+
+
+@ready
+def test_leading_dimensions_and_non_contiguous_rows_are_kept() -> None:
+    w = _quantized(64, 2 * BLOCK)[0].weight
+    x = torch.randn(2, 3, 1, 128).bfloat16()[..., ::2]  # (2, 3, 1, 64), strided: one position, two leading dims
+    y = int4_linear(x, w.qdata, w.scale_and_zero, 32)
+    assert y.shape == (2, 3, 1, 2 * BLOCK)
+    _close(y, _torchs(x, w))
+
+
+@ready
+def test_layers_it_cannot_take_keep_torchs_kernel() -> None:
+    int8 = torch.nn.Sequential(torch.nn.Linear(64, BLOCK, bias=False))
+    quantize_model(int8, get_scheme("int8wo"), device="cpu")
+    assert use_int4_kernel(int8) == 0
+    fp32 = _quantized(64, BLOCK, dtype=torch.float32)  # an fp32 model: its scales are fp32
+    assert use_int4_kernel(fp32) == 0 and "forward" not in fp32[0].__dict__
+    partial = _quantized(64, BLOCK + 16)  # out_features past a whole number of torch's blocks
+    assert use_int4_kernel(partial) == 0 and "forward" not in partial[0].__dict__
+    assert use_int4_kernel(torch.nn.Sequential(torch.nn.Linear(64, BLOCK))) == 0  # nothing quantized
+
+
+@ready
+@pytest.mark.parametrize("shape", [(3, 1, 128), (1, 128), (MAX_ROWS, 128), (MAX_ROWS + 1, 128), (2, 3, 128)])
+def test_the_cpp_op_computes_what_the_python_one_does(shape: tuple[int, ...]) -> None:
+    if op_implementation() != "c++":
+        pytest.skip(f"the op's C++ implementation did not build here: {op_implementation()}")
+    w = _quantized(128, 2 * BLOCK)[0].weight
+    x = torch.randn(*shape[:-1], 2 * shape[-1]).bfloat16()[..., ::2]  # strided, as a view of activations can be
+    ours = torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 32)
+    assert ours.dtype == torch.bfloat16 and ours.shape == (*shape[:-1], 2 * BLOCK)
+    assert torch.equal(ours, int4_linear(x, w.qdata, w.scale_and_zero, 32))  # same C kernel, same fallback
+
+
+def test_build_says_why_not_without_a_compiler_the_instructions_or_a_known_packing(tmp_path: Path) -> None:
+    fn, why = build(compiler="no-such-cc-quantgate", cache=tmp_path)
+    assert fn is None and ("no-such-cc-quantgate" in why or "packs int4" in why)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx\n")
+    fn, why = build("AVX2", cpuinfo=str(cpuinfo), cache=tmp_path)
+    assert fn is None and "avx2/fma" in why
+    fn, why = build("AVX512", cpuinfo=str(cpuinfo), cache=tmp_path)
+    assert fn is None and "avx512f" in why
+    fn, why = build("DEFAULT", cache=tmp_path)
+    assert fn is None and "does not read" in why
+    assert not list(tmp_path.glob("*.so"))
+    path, why = build_op(compiler="no-such-cxx-quantgate", cache=tmp_path)
+    assert path is None and ("no-such-cxx-quantgate" in why or "packing" in why)
+
+
+@ready
+def test_build_compiles_into_the_cache_once(tmp_path: Path) -> None:
+    fn, why = build(cache=tmp_path)
+    assert fn is not None and why == ""
+    built = list(tmp_path.glob("int4_linear-*.so"))
+    assert len(built) == 1
+    mtime = built[0].stat().st_mtime_ns
+    assert build(cache=tmp_path)[0] is not None
+    assert built[0].stat().st_mtime_ns == mtime and len(list(tmp_path.iterdir())) == 1
+
+
+@ready
+def test_a_kernel_that_computes_the_wrong_thing_is_refused() -> None:
+    fn = int4_kernel._library()[0]
+    assert int4_kernel._self_check(fn, BLOCK) == ""
+
+    def swapped_halves(x: int, qdata: int, sz: int, y: int, rows: int, n: int, k: int, group: int, bf16: int,
+                       threads: int) -> int:
+        # as if the kernel read the nibbles the other way round: the same kernel on bytes with them swapped
+        packed = torch.frombuffer(bytearray((ctypes.c_uint8 * (n * k // 2)).from_address(qdata)), dtype=torch.uint8)
+        swapped = (packed << 4) | (packed >> 4)
+        return fn(x, swapped.data_ptr(), sz, y, rows, n, k, group, bf16, threads)
+
+    assert "disagrees" in int4_kernel._self_check(swapped_halves, BLOCK)
+
+
+def _greedy(engine: LocalEngine, count: int = 3) -> list[list[int]]:
+    requests = [GenerationRequest(prompt=[5 + i, 9, 17, 33 + i], params=SamplingParams(max_tokens=8))
+                for i in range(count)]
+    return [g.token_ids for g in engine.generate(requests)]
+
+
+@ready
+def test_the_cpu_engine_decodes_int4wo_through_the_kernel(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="bf16")
+    quantize_model(loaded.model, get_scheme("int4wo-g32"), device="cpu")
+    assert LocalEngine(loaded, int4_kernel=False).int4_kernel_layers == 0
+    engine = LocalEngine(loaded)
+    linears = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert engine.int4_kernel_layers == sum(m.out_features % BLOCK == 0 for m in linears) > 0
+    batched = _greedy(engine, 4)
+    alone = [_greedy(LocalEngine(loaded, max_batch_size=1), 4)[i] for i in range(4)]
+    assert batched == alone  # each decode row summed the same way in any batch
+    scored = engine.score([5, 9, 17, 33], batched[0])
+    assert len(scored.logprobs) == len(batched[0]) and all(p <= 0 for p in scored.logprobs)
+
+
+@ready
+@pytest.mark.slow
+def test_frozen_compiled_step_runs_the_kernel(tiny_model_dir: Path) -> None:
+    loaded = load_model(tiny_model_dir, dtype="bf16")
+    quantize_model(loaded.model, get_scheme("int4wo-g32"), device="cpu")
+    eager = _greedy(LocalEngine(loaded))
+    compiled = LocalEngine(loaded, compile=True)
+    assert compiled.freeze and compiled.int4_kernel_layers > 0
+    assert _greedy(compiled) == eager
