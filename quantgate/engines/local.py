@@ -69,6 +69,7 @@ from quantgate.models.loading import LoadedModel
 from quantgate.quantize.codec import is_quantized
 from quantgate.quantize.int4_kernel import use_int4_kernel
 from quantgate.quantize.int8_kernel import use_int8_kernel
+from quantgate.quantize.schemes import cpu_has_native_bf16
 
 __all__ = ["LocalEngine"]
 
@@ -149,7 +150,9 @@ class LocalEngine:
         # The compiled path's static caches, one per (batch bucket, cache length): module docstring.
         self._static_caches: dict[tuple[int, int], Any] = {}
         # What the compiled decode step attends with (prefill keeps the model's own, SDPA): module docstring.
-        self.step_attention = step_attention(self.model) if compile else "eager"
+        # A bf16 model on a CPU that emulates bf16 attends in fp32 there (engines.attention).
+        emulated = self.device == "cpu" and loaded.dtype == "bf16" and not cpu_has_native_bf16()
+        self.step_attention = step_attention(self.model, fp32=emulated) if compile else "eager"
 
     # -- set-up -----------------------------------------------------------------------------
 

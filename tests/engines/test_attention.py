@@ -9,7 +9,13 @@ import torch
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from quantgate.engines import kvcache
-from quantgate.engines.attention import PACKED, packed_gqa_attention, step_attention
+from quantgate.engines.attention import (
+    PACKED,
+    PACKED_FP32,
+    packed_gqa_attention,
+    packed_gqa_attention_fp32,
+    step_attention,
+)
 from quantgate.engines.local import LocalEngine, _attention
 from quantgate.models import load_model
 from quantgate.reference import WEIGHTS_DIR
@@ -35,6 +41,38 @@ def test_packed_attention_equals_the_repeated_form(q_len: int) -> None:
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-6)
     assert torch.all(weights[1, ..., :25] == 0)  # the padded columns weigh nothing
+
+
+@pytest.mark.parametrize("groups", [4, 1])
+def test_fp32_attention_of_a_bf16_model_is_the_fp32_product_rounded_once(groups: int) -> None:
+    torch.manual_seed(0)
+    layer = _Layer(groups=groups).eval()
+    query = torch.randn(3, 8, 1, 16).bfloat16()
+    key, value = torch.randn(3, 8 // groups, 40, 16).bfloat16(), torch.randn(3, 8 // groups, 40, 16).bfloat16()
+    mask = torch.zeros(3, 1, 1, 40, dtype=torch.bfloat16)
+    mask[1, ..., :25] = torch.finfo(torch.bfloat16).min  # a left-padded row
+    out, weights = packed_gqa_attention_fp32(layer, query, key, value, mask, scaling=0.25)
+    wide, _ = eager_attention_forward(layer, query.float(), key.float(), value.float(), mask.float(), scaling=0.25)
+    assert out.dtype == weights.dtype == torch.bfloat16
+    torch.testing.assert_close(out, wide.bfloat16(), rtol=0, atol=0)  # rounded once, from the fp32 result
+    assert torch.all(weights[1, ..., :25] == 0)
+    narrow, _ = eager_attention_forward(layer, query, key, value, mask, scaling=0.25)  # bf16 products throughout
+    assert (out.float() - wide).abs().max() <= (narrow.float() - wide).abs().max()
+
+
+def test_a_bf16_model_attends_in_fp32_where_the_cpu_emulates_bf16(tiny_model_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantgate.engines import local
+
+    loaded = load_model(tiny_model_dir, dtype="bf16")
+    assert step_attention(loaded.model, fp32=True) == PACKED_FP32
+    monkeypatch.setattr(local, "cpu_has_native_bf16", lambda: False)
+    assert LocalEngine(loaded, compile=True).step_attention == PACKED_FP32
+    assert LocalEngine(load_model(tiny_model_dir), compile=True).step_attention == PACKED  # fp32: nothing to widen
+    monkeypatch.setattr(local, "cpu_has_native_bf16", lambda: True)
+    assert LocalEngine(loaded, compile=True).step_attention == PACKED
+    # the reference model groups nothing, but its bf16 step still widens where bf16 is emulated
+    assert step_attention(load_model(WEIGHTS_DIR, dtype="bf16").model, fp32=True) == PACKED_FP32
 
 
 def test_grouped_llama_gets_packed_attention_and_the_same_decode_logits(tiny_model_dir: Path) -> None:

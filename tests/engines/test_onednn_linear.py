@@ -18,9 +18,13 @@ from quantgate.engines.onednn_linear import MIN_WORK, onednn_status, use_onednn
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models.loading import load_model
 from quantgate.quantize.apply import quantize_model
-from quantgate.quantize.schemes import get_scheme
+from quantgate.quantize.schemes import cpu_flags, get_scheme
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+
+# oneDNN lays out bf16 weights only on a CPU with these (torch's message says so): the tests that fake an
+# AMD CPU with native bf16 cannot reorder bf16 weights on one without
+LAYS_OUT_BF16 = {"avx512bw", "avx512vl", "avx512dq"} <= cpu_flags() or "avx_ne_convert" in cpu_flags()
 
 
 def _cpuinfo(tmp_path: Path, vendor: str, flags: str) -> str:
@@ -71,7 +75,8 @@ def test_routing_follows_the_cpu(tmp_path: Path, amd512: str) -> None:
     assert not any("forward" in m.__dict__ for m in model)
     model.to(torch.bfloat16)
     assert use_onednn(model, cpuinfo=intel) == 0  # no native bf16 there (and not measured on Intel)
-    assert use_onednn(model, cpuinfo=amd512) == 3
+    if LAYS_OUT_BF16:
+        assert use_onednn(model, cpuinfo=amd512) == 3
 
 
 @needs_onednn
@@ -114,7 +119,8 @@ def test_past_the_reorder_limit_fp32_uses_the_weights_as_they_are_and_bf16_stays
         assert all(g.is_mkldnn for g in _given(model))
     model.to(torch.bfloat16)
     assert use_onednn(model, cpuinfo=amd512, reorder_limit=weights // 2 - 1) == 0  # bf16 needs the copies
-    assert use_onednn(model, cpuinfo=amd512, reorder_limit=weights // 2) == 3
+    if LAYS_OUT_BF16:
+        assert use_onednn(model, cpuinfo=amd512, reorder_limit=weights // 2) == 3
 
 
 @needs_onednn
