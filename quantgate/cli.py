@@ -287,11 +287,14 @@ def schemes() -> None:
                          + ("C++ registration" if impl == "c++" else f"Python registration ({impl.removeprefix('python: ')})"))
     import torch
 
-    from quantgate.engines.onednn_linear import onednn_status
+    from quantgate.engines.onednn_linear import min_weight, onednn_status
 
     fp32, bf16 = onednn_status(torch.float32), onednn_status(torch.bfloat16)
+    smallest = min_weight()
     _console().print("fp32 linears of an eager engine on this CPU: "
-                     + ("oneDNN (MKL would run its AVX2 code here)" if fp32 == "ready" else f"MKL ({fp32})"))
+                     + (f"oneDNN for layers of at least {smallest:,} weights, MKL for smaller ones" if fp32 == "ready"
+                        and smallest else "oneDNN (MKL would run its AVX2 code here)" if fp32 == "ready"
+                        else f"MKL ({fp32})"))
     _console().print("bf16 linears of an eager engine on this CPU: "
                      + ("oneDNN, weights laid out once" if bf16 == "ready" else f"torch's path ({bf16})"))
 

@@ -23,8 +23,9 @@ decode settings"; 25.2 -> 18.5 ms a step on the AMD Zen 5 host). ``freeze=True``
 either way. On the CPU, int8 weight-only layers of an fp32 model run quantgate's own kernel at
 decode steps (``quantize.int8_kernel``: torchao's path widens every weight on every call); ``int8_kernel=False``
 keeps torchao's. Likewise int4 weight-only layers run quantgate's int4 kernel at decode steps and short
-prefills (``quantize.int4_kernel``: torch's widens every weight too); ``int4_kernel=False`` keeps torch's. The eager engine's float linears run on oneDNN from weights laid out once
-(``engines.onednn_linear``: fp32 on AMD CPUs with AVX-512, where MKL runs its AVX2 code, 1.1-8.5x a layer;
+prefills (``quantize.int4_kernel``: torch's widens every weight too); ``int4_kernel=False`` keeps torch's.
+The eager engine's float linears run on oneDNN from weights laid out once (``engines.onednn_linear``:
+fp32 on AMD CPUs, where MKL loses, 1.1-8.5x a layer with AVX-512, large layers only with AVX2;
 bf16 on AMD CPUs with native bf16, where torch reorders the weight on every call, 1.2-2.3x at a few rows;
 ``onednn=False`` keeps torch's paths). The engine's model is changed either way (its layers'
 ``forward``), so engines that share one model share the choice of the last one built. The compiled step keeps guards on its

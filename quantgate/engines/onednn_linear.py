@@ -6,14 +6,18 @@ Two measured losses of torch's own CPU linear (2-core AMD EPYC, family 26 / Zen 
 * **fp32 runs through MKL, which takes its AVX2 code on AMD processors** whatever they support. On that
   host 2,600 rows through a 256x640 layer ran at ~210 GFLOP/s on MKL and ~490 on oneDNN (which torch also
   ships, and which picks its code by instruction set); at a few rows MKL's time grows with every row
-  while oneDNN's stays that of reading the weight once (1024x2816 at 4 rows: 477 us against 79).
+  while oneDNN's stays that of reading the weight once (1024x2816 at 4 rows: 477 us against 79). On an
+  AMD CPU with AVX2 only (family 25 model 1, Zen 3) both run AVX2 code, yet MKL's few-row calls are
+  slow there too (1024x2816 at 2 rows 1,998 us against 226; at one row 575 against 232), while
+  oneDNN lost on small layers at a few rows (256x256 at one row 15 us against 46): there only layers
+  of at least ``MIN_WEIGHT_AVX2`` weights are routed.
 * **bf16 runs on oneDNN, which reorders the weight into its blocked layout on every call**: with the
   weight reordered once, 1024x1024 at one row took 26.9 us against 61.9, the same bits.
 
 So on such CPUs an eager engine's linears call ``torch.ops.mkldnn._linear_pointwise`` on a copy of
-their weights reordered once: fp32 layers on AMD CPUs with AVX-512, for calls of at least ``MIN_WORK``
-multiply-adds (rows x in x out; a 256x256 layer at one row stays on MKL: 4.7 us against 13.0), bf16
-layers on AMD CPUs that compute bf16 natively, every call.
+their weights reordered once: fp32 layers on AMD CPUs (without AVX-512, only large ones), for calls of
+at least ``MIN_WORK`` multiply-adds (rows x in x out; a 256x256 layer at one row stays on MKL: 4.7 us
+against 13.0), bf16 layers on AMD CPUs that compute bf16 natively, every call.
 
 The trade-offs:
 
@@ -30,8 +34,8 @@ The trade-offs:
   so outputs differ in the last bits (~1e-7 relative) and a greedy answer can differ where two tokens
   were a near tie. Neither library gives a row the same bits alone and in a batch (MKL changes its code
   between one, two and four rows), so batched decoding equals one row at a time as before: to the token.
-* **Where**: only where measured to pay, which is AMD CPUs so far: fp32 with AVX-512, bf16 with native
-  bf16. fp32 on Intel CPUs (MKL takes its AVX-512 code there) and on AMD CPUs without AVX-512, and bf16
+* **Where**: only where measured to pay, which is AMD CPUs so far: fp32 with AVX-512 (and without it,
+  large layers), bf16 with native bf16. fp32 on Intel CPUs (MKL takes its AVX-512 code there), and bf16
   on Intel CPUs (AMX or AVX512-BF16: torch's reorder per call is the same code there, but its cost against
   AMX kernels is not measured), keep torch's paths until a host of that kind measures them
   (``python bench/onednn_linear.py [--dtype bf16]``).
@@ -49,11 +53,17 @@ import torch
 
 from quantgate.quantize.schemes import cpu_flags, cpu_has_native_bf16, cpu_vendor
 
-__all__ = ["MIN_WORK", "REORDER_LIMIT", "float_linear_bytes", "onednn_status", "use_onednn"]
+__all__ = ["MIN_WEIGHT_AVX2", "MIN_WORK", "REORDER_LIMIT", "float_linear_bytes", "min_weight", "onednn_status",
+           "use_onednn"]
 
 # Multiply-adds per fp32 call from which oneDNN wins on the AMD host (bench/onednn_linear.py): 256x2057 at
 # one row 28.7 vs 34.2 us (MKL), 256x256 at four rows 12.9 vs 12.2, 256x640 at four 15.7 vs 27.5.
 MIN_WORK = 1 << 19
+# On an AMD CPU without AVX-512, the fewest weight elements an fp32 layer needs to be routed: there
+# oneDNN lost on the reference model's small layers at a few rows (256x256 at 1-16 rows 0.33-0.84x MKL,
+# 640x256 0.48-0.97x) and won on every layer from 1024x1024 (1.4-8.9x at 1-16 rows, 1.2-1.5x at 164;
+# 256x2057 1.06x at one row, 1.8x from two): 2-core AMD EPYC, family 25 model 1, 2026-12-07.
+MIN_WEIGHT_AVX2 = 1 << 19
 # The most bytes of reordered copies a model gets (module docstring, "Memory").
 REORDER_LIMIT = 512 << 20
 _SIZES = {torch.float32: 4, torch.bfloat16: 2}
@@ -73,9 +83,13 @@ def onednn_status(dtype: torch.dtype = torch.float32, cpuinfo: str = "/proc/cpui
         return "ready" if vendor == "AuthenticAMD" else f"not measured on this CPU ({vendor or 'vendor unknown'})"
     if vendor != "AuthenticAMD":
         return f"MKL runs its own best code on this CPU ({vendor or 'vendor unknown'})"
-    if "avx512f" not in cpu_flags(cpuinfo):
-        return "an AMD CPU without AVX-512: MKL and oneDNN both run AVX2 code"
     return "ready"
+
+
+def min_weight(cpuinfo: str = "/proc/cpuinfo") -> int:
+    """The fewest weight elements an fp32 layer needs to be routed on this CPU (``MIN_WEIGHT_AVX2`` without
+    AVX-512, else 0)."""
+    return 0 if "avx512f" in cpu_flags(cpuinfo) else MIN_WEIGHT_AVX2
 
 
 class _Weight:
@@ -135,8 +149,10 @@ def use_onednn(model: torch.nn.Module, enabled: bool = True, cpuinfo: str = "/pr
         if getattr(m.__dict__.get("forward"), "func", None) is _forward:
             del m.__dict__["forward"]
     ready = {d for d in _SIZES if onednn_status(d, cpuinfo) == "ready"} if enabled else set()
+    smallest = min_weight(cpuinfo)
     # another routing (quantize.int8_kernel) may own a layer
-    layers = [m for m in layers if _float(m) in ready and "forward" not in m.__dict__]
+    layers = [m for m in layers if _float(m) in ready and "forward" not in m.__dict__
+              and (m.weight.dtype != torch.float32 or m.weight.numel() >= smallest)]
     reorder = _bytes(layers) <= reorder_limit
     if not reorder:
         layers = [m for m in layers if m.weight.dtype == torch.float32]

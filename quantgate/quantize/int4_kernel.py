@@ -78,7 +78,8 @@ def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compile
     process's): (the callable or None, why not)."""
     capability = capability or packing()
     if capability not in _BUILDS:
-        return None, f"torch packs int4 for {torch.backends.cpu.get_cpu_capability()!r} here, which the kernel does not read"
+        found = torch.backends.cpu.get_cpu_capability()
+        return None, f"torch packs int4 for {found!r} here, which the kernel does not read"
     needs, extra, block, _ = _BUILDS[capability]
     if not needs <= cpu_flags(cpuinfo):
         return None, f"this CPU lacks {'/'.join(sorted(needs - cpu_flags(cpuinfo)))} (by {cpuinfo})"

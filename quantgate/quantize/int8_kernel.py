@@ -205,8 +205,8 @@ def _forward(module: torch.nn.Linear, eager: Callable[..., torch.Tensor], onednn
     if torch.compiler.is_compiling():
         y = torch.ops.quantgate.int8_linear(x, w.qdata, w.scale)
     elif onednn and x.dtype == torch.float32 and not _takes(x, w.qdata.shape[1]):
-        # a long prefill: the same product as ``int8_linear``'s, on oneDNN rather than MKL where MKL runs
-        # its AVX2 code on an AVX-512 CPU (engines.onednn_linear; 2x on 128-512 rows of 1024x2816)
+        # a long prefill: the same product as ``int8_linear``'s, on oneDNN rather than MKL where MKL loses
+        # (engines.onednn_linear; 2x on 128-512 rows of 1024x2816 on an AMD CPU with AVX-512)
         y = torch.ops.mkldnn._linear_pointwise(x, w.qdata.to(torch.float32), None, "none", [], "")
         y = y * w.scale.reshape(w.qdata.shape[0])
     else:
@@ -230,9 +230,10 @@ def use_int8_kernel(model: torch.nn.Module, enabled: bool = True, onednn: bool =
     # eager calls: the C++ op through the dispatcher beats ctypes, which beats the dispatcher into Python
     # (``op_implementation``'s docstring)
     eager = torch.ops.quantgate.int8_linear.default if op_implementation() == "c++" else int8_linear
-    from quantgate.engines.onednn_linear import onednn_status
+    from quantgate.engines.onednn_linear import min_weight, onednn_status
 
     onednn = onednn and onednn_status(torch.float32) == "ready"
+    smallest = min_weight()
     for m in layers:
-        m.forward = functools.partial(_forward, m, eager, onednn)
+        m.forward = functools.partial(_forward, m, eager, onednn and m.weight.qdata.numel() >= smallest)
     return len(layers)

@@ -40,7 +40,8 @@ def find_compiler(given: str | None, variable: str, default: str, language: str)
 
 
 def compile_library(command: list[str], target: Path) -> str:
-    """Run ``command -o <temporary file>`` and move the result to ``target``, unless it is there; why it failed, or ""."""
+    """Run ``command -o <temporary file>`` and move the result to ``target``, unless it is there; why it
+    failed, or ""."""
     if target.exists():
         return ""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,8 @@ def build_torch_op(name: str, source: Path, kernel: Path, flags: tuple[str, ...]
     # the library is tied to this torch's headers and ABI as much as to the sources
     key = source.read_bytes() + kernel.read_bytes() + " ".join(flags).encode() + torch.__version__.encode()
     target = library_path(name, key, cache)
-    why = compile_library([found, *flags, "-I", str(root / "include"), "-I", str(root / "include/torch/csrc/api/include"),
-                           "-I", str(kernel.parent), str(source), "-L", str(root / "lib"), "-lc10", "-ltorch_cpu"],
-                          target)
+    includes = ["-I", str(root / "include"), "-I", str(root / "include/torch/csrc/api/include"),
+                "-I", str(kernel.parent)]
+    libraries = ["-L", str(root / "lib"), "-lc10", "-ltorch_cpu"]
+    why = compile_library([found, *flags, *includes, str(source), *libraries], target)
     return (None, why) if why else (target, "")

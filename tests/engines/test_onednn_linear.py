@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from quantgate.engines.local import LocalEngine
-from quantgate.engines.onednn_linear import MIN_WORK, onednn_status, use_onednn
+from quantgate.engines.onednn_linear import MIN_WEIGHT_AVX2, MIN_WORK, min_weight, onednn_status, use_onednn
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models.loading import load_model
 from quantgate.quantize.apply import quantize_model
@@ -58,7 +58,7 @@ def test_status_names_why_not(tmp_path: Path, amd512: str) -> None:
     assert "GenuineIntel" in onednn_status(torch.float32, intel)
     assert "not measured" in onednn_status(torch.bfloat16, intel)
     plain = _cpuinfo(tmp_path, "AuthenticAMD", "avx2 fma")
-    assert "without AVX-512" in onednn_status(torch.float32, plain)
+    assert onednn_status(torch.float32, plain) == "ready"  # large layers only: test_avx2_routes_large_layers_only
     assert "no native bf16" in onednn_status(torch.bfloat16, plain)
     assert "vendor unknown" in onednn_status(torch.float32, str(tmp_path / "missing"))
     assert "not measured" in onednn_status(torch.float16, amd512)
@@ -77,6 +77,24 @@ def test_routing_follows_the_cpu(tmp_path: Path, amd512: str) -> None:
     assert use_onednn(model, cpuinfo=intel) == 0  # no native bf16 there (and not measured on Intel)
     if LAYS_OUT_BF16:
         assert use_onednn(model, cpuinfo=amd512) == 3
+
+
+@needs_onednn
+def test_avx2_routes_large_layers_only(tmp_path: Path, amd512: str) -> None:
+    avx2 = _cpuinfo(tmp_path, "AuthenticAMD", "fpu sse2 avx avx2 fma")
+    assert min_weight(avx2) == MIN_WEIGHT_AVX2 and min_weight(amd512) == 0
+    torch.manual_seed(0)
+    wide = MIN_WEIGHT_AVX2 // 256
+    model = torch.nn.Sequential(torch.nn.Linear(256, wide), torch.nn.Linear(wide, 255))
+    x = torch.randn(3, 256)
+    with torch.inference_mode():
+        reference = model(x)
+        assert use_onednn(model, cpuinfo=avx2) == 1  # 256 x 2048: just large enough; 2048 x 255: one row short
+        assert "forward" in model[0].__dict__ and "forward" not in model[1].__dict__
+        torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-5)
+        assert use_onednn(model, cpuinfo=amd512) == 2
+        model.to(torch.bfloat16)
+        assert use_onednn(model, cpuinfo=avx2) == 0  # no native bf16
 
 
 @needs_onednn
@@ -155,7 +173,9 @@ def test_a_changed_weight_is_followed(amd512: str) -> None:
         assert torch.equal(model[0](x), torch.nn.functional.linear(x, model[0].weight, model[0].bias))
 
 
-@pytest.mark.skipif(onednn_status() != "ready", reason=f"fp32 linears stay on MKL here: {onednn_status()}")
+@pytest.mark.skipif(onednn_status() != "ready" or min_weight() > 320 * 128,
+                    reason=f"the tiny model's fp32 linears stay on MKL here: {onednn_status()}, "
+                           f"routed from {min_weight()} weights")
 def test_an_eager_engine_routes_and_answers_the_same(tiny_model_dir: Path) -> None:
     loaded = load_model(tiny_model_dir, dtype="fp32")
     plain = LocalEngine(loaded, onednn=False)
