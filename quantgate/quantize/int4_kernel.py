@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, library_path
+from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, implement_op, library_path
 from quantgate.quantize.schemes import cpu_flags
 
 __all__ = ["MAX_ROWS", "build", "build_op", "int4_linear", "kernel_status", "op_implementation", "packing",
@@ -189,17 +189,7 @@ _OPS.define("int4_linear(Tensor x, Tensor qdata, Tensor scale_and_zero, int grou
 def op_implementation() -> str:
     """Give the op its CPU implementation, once per process: ``"c++"`` where ``build_op`` succeeds and
     the C kernel runs here, else the Python one (``"python: <why>"``)."""
-    why = _library()[1]
-    if not why:
-        path, why = build_op()
-        if path is not None:
-            try:
-                torch.ops.load_library(str(path))
-                return "c++"
-            except (OSError, RuntimeError) as e:
-                why = f"loading {path} failed: {e}"
-    _OPS.impl("int4_linear", int4_linear, "CPU")
-    return f"python: {why}"
+    return implement_op("int4_linear", _library()[1], build_op, _OPS, int4_linear)
 
 
 @torch.library.register_fake("quantgate::int4_linear")

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, library_path
+from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, implement_op, library_path
 from quantgate.quantize.schemes import cpu_flags
 
 __all__ = ["MAX_ROWS", "build", "build_op", "int8_linear", "kernel_isa",
@@ -153,17 +153,7 @@ def op_implementation() -> str:
     one 19 us into Python, 5.3 into a C++ prototype, 12 by ctypes). The price: a C++ compiler and
     torch's headers (shipped in its wheel), and ~8 s to build, once per torch version and source.
     """
-    why = _library()[1]
-    if not why:
-        path, why = build_op()
-        if path is not None:
-            try:
-                torch.ops.load_library(str(path))
-                return "c++"
-            except (OSError, RuntimeError) as e:
-                why = f"loading {path} failed: {e}"
-    _OPS.impl("int8_linear", int8_linear, "CPU")
-    return f"python: {why}"
+    return implement_op("int8_linear", _library()[1], build_op, _OPS, int8_linear)
 
 
 @torch.library.register_fake("quantgate::int8_linear")

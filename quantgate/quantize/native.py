@@ -17,9 +17,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["build_torch_op", "cache_dir", "compile_library", "find_compiler", "library_path"]
+__all__ = ["build_torch_op", "cache_dir", "compile_library", "find_compiler", "implement_op", "library_path"]
 
 
 def cache_dir() -> Path:
@@ -80,3 +82,22 @@ def build_torch_op(name: str, source: Path, kernel: Path, flags: tuple[str, ...]
     libraries = ["-L", str(root / "lib"), "-lc10", "-ltorch_cpu"]
     why = compile_library([found, *flags, *includes, str(source), *libraries], target)
     return (None, why) if why else (target, "")
+
+
+def implement_op(name: str, why_not: str, build_op: Callable[[], tuple[Path | None, str]], ops: Any,
+                 fallback: Callable[..., Any]) -> str:
+    """Give the op ``quantgate::name`` its CPU implementation: the C++ library ``build_op`` makes, unless
+    ``why_not`` (the C kernel cannot run here) or the build or load fails, in which case ``fallback`` is
+    registered on ``ops`` (a ``torch.library.Library``). ``"c++"``, or ``"python: <why>"``."""
+    import torch
+
+    if not why_not:
+        path, why_not = build_op()
+        if path is not None:
+            try:
+                torch.ops.load_library(str(path))
+                return "c++"
+            except (OSError, RuntimeError) as e:
+                why_not = f"loading {path} failed: {e}"
+    ops.impl(name, fallback, "CPU")
+    return f"python: {why_not}"
