@@ -150,28 +150,26 @@ class Scheme:
         raise UnknownSchemeError(f"scheme {self.name!r} does not quantize")
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags from ``cpuinfo`` (x86 Linux); empty where the file is missing or lists none."""
+def _field(cpuinfo: str, key: str) -> str:
+    """The value of the first ``key`` line of ``cpuinfo``; empty where the file is missing or has none."""
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        return set()
-    return set()
-
-
-def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's ``vendor_id`` from ``cpuinfo`` (``AuthenticAMD``, ``GenuineIntel``); empty where unknown."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         return ""
     return ""
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags from ``cpuinfo`` (x86 Linux); empty where the file is missing or lists none."""
+    return set(_field(cpuinfo, "flags").split())
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's ``vendor_id`` from ``cpuinfo`` (``AuthenticAMD``, ``GenuineIntel``); empty where unknown."""
+    return _field(cpuinfo, "vendor_id")
 
 
 def int8_kernel_ready() -> bool:
