@@ -6,7 +6,8 @@ int4 weights at ~4 GB/s on a 2-core AVX2-only AMD EPYC, where bf16 weights strea
 ``kernels/int4_linear.c`` reads the same packed bytes torchao holds (no copy, no format of our own: a
 variant saved before still loads, and the weights stay at 0.27x bf16), sums ``x * q`` over each group
 and applies scale and zero once per group: on that CPU 32 2816x1024 layers took 5.0 ms at one row
-against torch's 11.5 (and bf16's 14.9), 1.7-2.4x faster than torch's at 2-512 rows
+against torch's 11.5 (and bf16's 14.9), 1.7-2.4x faster than torch's at 2-512 rows; on an Intel Xeon
+with AVX-512, where torch's kernel is quicker, 3.3 ms against 5.1 at one row and 1.4-1.6x at 2-512
 (``bench/int4_kernel.py``; docs/benchmarks.md, *quantgate's int4 kernel*).
 
 The trade-offs: it needs a C compiler (``$CC`` or ``cc``, with OpenMP) and an x86-64 CPU on which
@@ -18,8 +19,9 @@ greedy answer can change where two tokens were a near tie), but each row is summ
 whatever else shares the call: batched greedy decoding still equals one row at a time.
 ``LocalEngine(..., int4_kernel=False)`` keeps torch's kernel everywhere. Each process first checks the
 kernel against torch's on a small layer (``_self_check``, about a millisecond) and keeps torch's where
-they disagree: the layout is torch's, undocumented, and the AVX-512 build had only run on paper when
-it shipped (written and tested on an AVX2-only CPU; the same arithmetic in 16 lanes).
+they disagree: the layout is torch's and undocumented, and a CI machine of one instruction set never
+runs the other build (both have passed the tests on an Intel Xeon with AVX-512, the AVX2 one under
+``ATEN_CPU_CAPABILITY=avx2``).
 
 Compiled graphs call it as the op ``torch.ops.quantgate.int4_linear``, implemented in C++
 (``kernels/int4_linear_op.cpp``) where that builds, else by the Python function below, as for
@@ -54,11 +56,12 @@ class _Build(NamedTuple):
     max_rows: int  # the most rows in all a call other than a decode step sends through the kernel
 
 
-# Per packing torch uses (by ATen's CPU capability). MAX_ROWS: on the AVX2-only AMD EPYC, against torch's
-# kernel, 32 2816x1024 layers (bench/int4_kernel.py): 2.3x at 1 row, 1.7-2.0x at 4-512 rows (and 5x
-# the bf16 layers, which that CPU emulates); on the AVX-512 AMD EPYC Zen 5 a probe of the same
-# arithmetic was 1.07-1.14x at 8-16 rows, measured no further.
-_BUILDS = {"AVX512": _Build(frozenset({"avx512f"}), ("-mavx512f",), 64, 16),
+# Per packing torch uses (by ATen's CPU capability). MAX_ROWS: against torch's kernel, 32 2816x1024
+# layers (bench/int4_kernel.py): on the AVX2-only AMD EPYC 2.3x at 1 row, 1.7-2.0x at 4-512 rows (and 5x
+# the bf16 layers, which that CPU emulates); on an Intel Xeon with AVX-512 1.56x at 1 row, 1.40-1.63x at
+# 2-512 (the AVX2 build there, by ATEN_CPU_CAPABILITY=avx2: 1.6-1.9x at 1-32). An AMD EPYC Zen 5 ran a
+# probe of the same arithmetic at 1.07-1.14x at 8-16 rows and was measured no further.
+_BUILDS = {"AVX512": _Build(frozenset({"avx512f"}), ("-mavx512f",), 64, 512),
            "AVX2": _Build(frozenset({"avx2", "fma"}), (), 32, 512)}
 
 

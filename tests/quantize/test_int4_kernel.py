@@ -9,6 +9,9 @@ instructions, and a kernel that computes the wrong thing.
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from quantgate.quantize.int4_kernel import (
     packing,
     use_int4_kernel,
 )
-from quantgate.quantize.schemes import get_scheme
+from quantgate.quantize.schemes import cpu_flags, get_scheme
 
 ready = pytest.mark.skipif(kernel_status() != "ready", reason=f"int4 kernel unavailable: {kernel_status()}")
 BLOCK = 64 if packing() == "AVX512" else 32
@@ -134,6 +137,35 @@ def test_the_cpp_op_computes_what_the_python_one_does(shape: tuple[int, ...]) ->
     ours = torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 32)
     assert ours.dtype == torch.bfloat16 and ours.shape == (*shape[:-1], 2 * BLOCK)
     assert torch.equal(ours, int4_linear(x, w.qdata, w.scale_and_zero, 32))  # same C kernel, same fallback
+
+
+_OTHER_BUILD = """
+import torch
+from quantgate.quantize.int4_kernel import int4_linear, kernel_status, packing
+assert packing() == "AVX2" and kernel_status() == "ready", (packing(), kernel_status())
+torch.manual_seed(0)
+q = torch.randint(0, 16, (96, 256), dtype=torch.int32)
+qdata = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+sz = (torch.rand(8, 96, 2) * 0.1).bfloat16()
+x = torch.randn(11, 1, 256).bfloat16()
+ours = int4_linear(x, qdata, sz, 32).float()
+theirs = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(11, 256), qdata, 32, sz).float().reshape(11, 1, 96)
+assert float((ours - theirs).abs().max()) <= float(theirs.abs().max()) * 2**-6
+assert all(torch.equal(int4_linear(x[i:i + 3], qdata, sz, 32).float(), ours[i:i + 3]) for i in range(8))
+print("ok")
+"""
+
+
+@ready
+def test_the_avx2_build_also_runs_where_torch_packs_for_avx512() -> None:
+    """On an AVX-512 machine, the AVX2 build gets run too: torch packs for AVX2 when told to
+    (``ATEN_CPU_CAPABILITY=avx2``), so CI on either kind of host checks both builds where it can."""
+    if packing() != "AVX512" or not {"avx2", "fma"} <= cpu_flags():
+        pytest.skip("only where torch packs for AVX-512 on a CPU that has AVX2 too")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    done = subprocess.run([sys.executable, "-c", _OTHER_BUILD], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
 def test_build_says_why_not_without_a_compiler_the_instructions_or_a_known_packing(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@
    blocks a step (eight chains of multiply-adds in flight, which one row needs to keep up with memory);
    more rows go in tiles of up to ROWS rows that share each unpacked step of the weights (AVX2: half a
    block, eight sums in its 16 registers; AVX-512: a whole block, sixteen). So a batched row equals the
-   same row alone. On the AVX2-only AMD EPYC, 32 2816x1024 layers, against torch's kernel: 2.3x at one
-   row, 1.7-2.4x at 2-512 (bench/int4_kernel.py, docs/benchmarks.md). */
+   same row alone. 32 2816x1024 layers against torch's kernel (bench/int4_kernel.py, docs/benchmarks.md):
+   on the AVX2-only AMD EPYC 2.3x at one row, 1.7-2.4x at 2-512; on an Intel Xeon with AVX-512 1.4-1.6x
+   at 1-512 rows. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,10 +32,14 @@ static inline vec vset(float v) { return _mm512_set1_ps(v); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
 static inline void vstore(float *p, vec v) { _mm512_storeu_ps(p, v); }
+static inline vec vload(const float *p) { return _mm512_loadu_ps(p); }
 /* VL bytes widened to VL int32 lanes */
 static inline ivec bytes(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
-static inline vec low(ivec b) { return _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xF))); }
-static inline vec high(ivec b) { return _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4)); }
+/* A nibble as a float from a 16-entry table: vpermps reads only the low 4 bits of each lane, so the low
+   nibble needs no mask, and one shuffle replaces a conversion, with the same values. */
+static inline vec nibbles(void) { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+static inline vec low(ivec b) { return _mm512_permutexvar_ps(b, nibbles()); }
+static inline vec high(ivec b) { return _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), nibbles()); }
 /* VL (scale, zero) pairs as scale and zero - 8 * scale */
 static inline void params(const uint32_t *p, vec *s, vec *zz) {
     const ivec v = _mm512_loadu_si512((const void *)p);
@@ -51,6 +56,7 @@ static inline vec vset(float v) { return _mm256_set1_ps(v); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
 static inline vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
 static inline void vstore(float *p, vec v) { _mm256_storeu_ps(p, v); }
+static inline vec vload(const float *p) { return _mm256_loadu_ps(p); }
 static inline ivec bytes(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
 static inline vec low(ivec b) { return _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xF))); }
 static inline vec high(ivec b) { return _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)); }
@@ -63,6 +69,15 @@ static inline void params(const uint32_t *p, vec *s, vec *zz) {
 
 #define BLOCK (4 * VL)
 #define STEP (2 * VL) /* bytes per k step of a block */
+
+/* Ask for the weights AHEAD bytes on: the hardware prefetcher alone did not keep up on an Intel Xeon with
+   AVX-512 (2 cores of a VM, 480 MB L3), where 32 2816x1024 layers ran 1.4-2.5x as fast with it at 1-8
+   rows, in both builds (bench/int4_kernel.py, docs/benchmarks.md). On the AVX2-only AMD EPYC, bound by
+   arithmetic, a prefetch in the one-row loop made no difference. Past the end of the weights it only
+   hints at memory nobody reads: a prefetch never faults. A macro, since GCC 12 dropped the prefetch of a
+   static inline function once inlined into tile(). */
+#define AHEAD 8192
+#define ahead(p) _mm_prefetch((const char *)(p) + AHEAD, _MM_HINT_T0)
 
 /* Column vector c (0..3) of a block: its VL columns start at c * VL; vectors 0 and 1 are the low nibbles
    of bytes 0..VL-1 and VL..2VL-1 of a step, vectors 2 and 3 their high nibbles. Half h of a block
@@ -80,12 +95,13 @@ static inline vec finish(vec out, vec acc, const uint32_t *sz, int64_t g, int64_
 static void pair1(const float *x, const float *xsum, const uint8_t *w, const uint32_t *sz, float *y, int64_t b,
                   int64_t N, int64_t K, int64_t group) {
     const uint8_t *w0 = w + b * K * STEP, *w1 = w0 + K * STEP;
-    vec out[8];
-    for (int c = 0; c < 8; c++) out[c] = vzero();
+    for (int c = 0; c < 8; c++) vstore(y + (b + c / 4) * BLOCK + (c % 4) * VL, vzero());
     for (int64_t g = 0; g < K / group; g++) {
         vec a[8];
         for (int c = 0; c < 8; c++) a[c] = vzero();
         for (int64_t k = g * group; k < (g + 1) * group; k++) {
+            ahead(w0 + k * STEP);
+            ahead(w1 + k * STEP);
             const vec xk = vset(x[k]);
             const ivec p0 = bytes(w0 + k * STEP), p1 = bytes(w0 + k * STEP + VL);
             const ivec r0 = bytes(w1 + k * STEP), r1 = bytes(w1 + k * STEP + VL);
@@ -98,13 +114,17 @@ static void pair1(const float *x, const float *xsum, const uint8_t *w, const uin
             a[6] = vfma(xk, high(r0), a[6]);
             a[7] = vfma(xk, high(r1), a[7]);
         }
-        for (int c = 0; c < 8; c++) out[c] = finish(out[c], a[c], sz, g, N, b + c / 4, c % 4, xsum[g]);
+        for (int c = 0; c < 8; c++) {
+            float *out = y + (b + c / 4) * BLOCK + (c % 4) * VL;
+            vstore(out, finish(vload(out), a[c], sz, g, N, b + c / 4, c % 4, xsum[g]));
+        }
     }
-    for (int c = 0; c < 8; c++) vstore(y + (b + c / 4) * BLOCK + (c % 4) * VL, out[c]);
 }
 
 /* R <= ROWS rows from row m by C column vectors of block b: all four (C = 4), or half h (C = 2). Inlined
-   with R and C constant, so the sums stay in registers; every output is summed as pair1 sums it. */
+   with R and C constant, so the group's sums stay in registers; the outputs build up in y, read and
+   written once a group, which leaves the registers to the sums (kept in registers too, they pushed the
+   compiler into spilling). Every output is summed as pair1 sums it. */
 static inline __attribute__((always_inline)) void tile(const float *x, const float *xsum, const uint8_t *w,
                                                        const uint32_t *sz, float *y, int64_t m, int64_t b, int h,
                                                        int64_t N, int64_t K, int64_t group, const int R, const int C) {
@@ -112,15 +132,15 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
     const uint8_t *wb = w + b * K * STEP;
     int cols[4];
     for (int i = 0; i < C; i++) cols[i] = C == 4 ? i : h + 2 * i;
-    vec out[ROWS][4];
     for (int r = 0; r < R; r++)
-        for (int i = 0; i < C; i++) out[r][i] = vzero();
+        for (int i = 0; i < C; i++) vstore(y + (m + r) * N + b * BLOCK + cols[i] * VL, vzero());
     for (int64_t g = 0; g < groups; g++) {
         vec a[ROWS][4];
         for (int r = 0; r < R; r++)
             for (int i = 0; i < C; i++) a[r][i] = vzero();
         for (int64_t k = g * group; k < (g + 1) * group; k++) {
             vec q[4];
+            ahead(wb + k * STEP);
             if (C == 4) {
                 const ivec p0 = bytes(wb + k * STEP), p1 = bytes(wb + k * STEP + VL);
                 q[0] = low(p0), q[1] = low(p1), q[2] = high(p0), q[3] = high(p1);
@@ -134,11 +154,11 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
             }
         }
         for (int r = 0; r < R; r++)
-            for (int i = 0; i < C; i++)
-                out[r][i] = finish(out[r][i], a[r][i], sz, g, N, b, cols[i], xsum[(m + r) * groups + g]);
+            for (int i = 0; i < C; i++) {
+                float *out = y + (m + r) * N + b * BLOCK + cols[i] * VL;
+                vstore(out, finish(vload(out), a[r][i], sz, g, N, b, cols[i], xsum[(m + r) * groups + g]));
+            }
     }
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < C; i++) vstore(y + (m + r) * N + b * BLOCK + cols[i] * VL, out[r][i]);
 }
 
 /* All M rows of block b: tiles of ROWS rows (AVX2: half a block at a time, 8 running sums, as many as
