@@ -75,6 +75,12 @@ static inline float total(const vec *a) { return sum32(a); }
 
 #define LANES (32 / SUMS)
 
+/* Ask for the weights AHEAD bytes on (each thread reads its columns' rows of w as one stream): the
+   hardware prefetcher alone did not keep up on an Intel Xeon with AVX-512 (see int4_linear.c). A macro,
+   since GCC 12 dropped the prefetch of an inlined static function. */
+#define AHEAD 8192
+#define ahead(p) _mm_prefetch((const char *)(p) + AHEAD, _MM_HINT_T0)
+
 /* One row by one column with 8-lane registers, the sums above in their order: one row reads the
    weights from memory, and there four chains of 8-lane FMAs kept up with it where two chains of
    16-lane ones did not (a 291M Llama's batch-1 step took ~20% longer with those, AVX-512 build). */
@@ -83,6 +89,7 @@ static inline float row8(const float *xr, const int8_t *wr, int64_t K, float sca
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
         __m256 wv[4];
+        ahead(wr + k);
         widen32(wr + k, wv);
         for (int j = 0; j < 4; j++) a[j] = _mm256_fmadd_ps(wv[j], _mm256_loadu_ps(xr + k + 8 * j), a[j]);
     }
@@ -103,7 +110,10 @@ static inline __attribute__((always_inline)) void tile(const float *x, const int
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
         vec wv[COLS][SUMS];
-        for (int c = 0; c < C; c++) widen(w + (n + c) * K + k, wv[c]);
+        for (int c = 0; c < C; c++) {
+            ahead(w + (n + c) * K + k);
+            widen(w + (n + c) * K + k, wv[c]);
+        }
         for (int r = 0; r < R; r++)
             for (int j = 0; j < SUMS; j++) {
                 const vec xv = vload(x + (m + r) * K + k + j * LANES);
