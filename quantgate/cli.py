@@ -75,7 +75,7 @@ def quantize(
                      "SCHEME may be 'none'). Repeatable; first match wins."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
-    dtype: Annotated[Optional[str], typer.Option(help="Compute dtype; default: the scheme's (auto: bf16 where the CPU has native bf16, else fp32).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Compute dtype; default: the scheme's (auto: bf16 where the CPU has native bf16, else fp32; int8wo: fp32 wherever quantgate's int8 kernel runs).")] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle checkpoints (runs code from the file).")] = False,
 ) -> None:
     """Quantize MODEL with a scheme and write a variant directory with manifest.json."""

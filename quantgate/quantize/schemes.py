@@ -32,14 +32,17 @@ when a variant is made (``resolved_compute_dtype``) to bf16 on CUDA or on a CPU 
 reference model there, an ``int8wo`` prefill of 16x150 tokens took 1.58 s with bf16 activations and
 0.29 s with fp32 (``int2wo-g32``: 1.96 s vs 0.39 s). ``int4wo`` stays bf16 everywhere: its CPU
 kernel with fp32 activations was 23x slower still. ``int8wo`` resolves to fp32 on any CPU where
-quantgate's own int8 decode kernel runs (``quantize.int8_kernel``: AVX2, FMA, a C compiler) and that
-has no AMX: on a 2-core AMD EPYC with ``avx512_bf16`` a 291M Llama decoded at 59.1 tok/s eager and
+quantgate's own int8 decode kernel runs (``quantize.int8_kernel``: AVX2, FMA, a C compiler): on a 2-core AMD EPYC with ``avx512_bf16`` a 291M Llama decoded at 59.1 tok/s eager and
 61.8 compiled at batch 1 in fp32 through the kernel, against 12.4 and 44.6 with bf16 activations on
 torchao's path (bf16 eager 19.1-23.4; batch 8 eager 128.9 against 69.1), for a prefill 0.6x as fast
 (291 against 498 tok/s at 128 tokens): docs/benchmarks.md, *int8wo's compute dtype on the AMD
-avx512_bf16 host*. With AMX, bf16 keeps the prefill on its tiles and the kernel is not measured
-there. The variant records the dtype it resolved to and always loads in it, so a variant behaves the
-same on whichever machine it is served.
+avx512_bf16 host*. The same holds with AMX, where bf16 keeps the prefill on its tiles: on a 2-core
+Intel Xeon with AMX the 291M Llama decoded at 43.7 tok/s eager and 61.0 compiled in fp32 against 11.9
+and 40.5 in bf16 (bf16 eager 21.1; batch 8 eager 169 against 90), for a prefill 0.42x as fast (410
+against 970 tok/s): docs/benchmarks.md, *The kernels on an Intel Xeon with AMX*. A variant that must
+prefill fast there can ask for bf16 (``quantgate quantize ... --dtype bf16``). The variant records the
+dtype it resolved to and always loads in it, so a variant behaves the same on whichever machine it is
+served.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class Scheme:
             return self.compute_dtype
         if device.startswith("cuda"):
             return "bf16"
-        if self.kind == "int8wo" and "amx_bf16" not in cpu_flags() and int8_kernel_ready():
+        if self.kind == "int8wo" and int8_kernel_ready():
             return "fp32"  # quantgate's fp32 decode kernel beats torchao's bf16 path (module docstring)
         return "bf16" if cpu_has_native_bf16() else "fp32"
 

@@ -149,7 +149,7 @@ def test_auto_compute_dtype_follows_the_cpu(tmp_path: Path, flags: str, expected
     assert get_scheme("int4wo-g32").resolved_compute_dtype("cpu") == "bf16"  # its CPU kernel needs bf16
     assert get_scheme("fp32").resolved_compute_dtype("cpu") == "fp32"
     monkeypatch.setattr(schemes, "int8_kernel_ready", lambda: True)
-    # quantgate's fp32 int8 kernel wins decode wherever it runs, except where AMX keeps bf16 (docstring)
-    assert get_scheme("int8wo").resolved_compute_dtype("cpu") == ("bf16" if "amx_bf16" in flags else "fp32")
+    # quantgate's fp32 int8 kernel wins decode wherever it runs, AMX included (docstring)
+    assert get_scheme("int8wo").resolved_compute_dtype("cpu") == "fp32"
     assert get_scheme("int8dq").resolved_compute_dtype("cpu") == expected
     assert get_scheme("int8wo").resolved_compute_dtype("cuda:0") == "bf16"
