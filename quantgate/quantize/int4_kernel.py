@@ -41,8 +41,8 @@ import torch
 from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, implement_op, library_path
 from quantgate.quantize.schemes import cpu_flags
 
-__all__ = ["MAX_ROWS", "build", "build_op", "int4_linear", "kernel_status", "op_implementation", "packing",
-           "use_int4_kernel"]
+__all__ = ["BF16_FROM_ROWS", "MAX_ROWS", "build", "build_op", "dequantize", "int4_linear", "kernel_status",
+           "op_implementation", "packing", "use_int4_kernel"]
 
 _SOURCE = Path(__file__).with_name("kernels") / "int4_linear.c"
 _OP_SOURCE = _SOURCE.with_name("int4_linear_op.cpp")
@@ -74,6 +74,14 @@ def packing() -> str | None:
 
 MAX_ROWS = _BUILDS[packing() or "AVX2"].max_rows
 
+# From how many rows a call that is not a decode step widens the layer's weights to bf16 (0.2 ms for
+# 1024x2816) and multiplies them on the CPU's AMX tiles, where it has them (0: never). On a 2-core Intel
+# Xeon with AMX, one 1024x2816 layer: 0.58 ms at 32 rows against the kernel's 0.84 and torch's 1.13, 2.0
+# ms at 512 against 13.4 and 20.1; at 16 rows 0.62 against the kernel's 0.44 (docs/benchmarks.md). The
+# sums are torch's bf16 matrix product's, on weights rounded to bf16 (torch's own fp32 expression for
+# them, rounded once): a prefill then differs from the kernel's in the last bits, as torch's did.
+BF16_FROM_ROWS = 32 if packing() == "AVX512" and "amx_bf16" in cpu_flags() else 0
+
 
 def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None,
           cache: Path | None = None) -> tuple[Any, str]:
@@ -100,12 +108,25 @@ def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compile
         return None, f"loading {target} failed: {e}"
     if lib.qg_int4_block() != block:  # the build and torch's packing must agree on the layout
         return None, f"{target} reads blocks of {lib.qg_int4_block()} columns, torch packs {block}"
-    fn = lib.qg_int4_linear
-    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int, ctypes.c_int64]
-    fn.restype = ctypes.c_int
+    fn = _Kernel(lib)
     if capability == packing():
         why = _self_check(fn, block)
     return (None, why) if why else (fn, "")
+
+
+class _Kernel:
+    """The library's entry points: calling it runs ``qg_int4_linear``; ``dequant`` is ``qg_int4_dequant``."""
+
+    def __init__(self, lib: Any) -> None:
+        self.linear = lib.qg_int4_linear
+        self.linear.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int, ctypes.c_int64]
+        self.linear.restype = ctypes.c_int
+        self.dequant = lib.qg_int4_dequant
+        self.dequant.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
+        self.dequant.restype = ctypes.c_int
+
+    def __call__(self, *args: Any) -> int:
+        return self.linear(*args)
 
 
 def _self_check(fn: Any, block: int) -> str:
@@ -139,7 +160,8 @@ def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Pa
     if capability is None:
         return None, f"no kernel for torch's {torch.backends.cpu.get_cpu_capability()!r} packing"
     return build_torch_op("int4_linear_op", _OP_SOURCE, _SOURCE,
-                          (*_FLAGS, *_BUILDS[capability].flags, f"-DQG_MAX_ROWS={MAX_ROWS}"), compiler, cache)
+                          (*_FLAGS, *_BUILDS[capability].flags, f"-DQG_MAX_ROWS={MAX_ROWS}",
+                           f"-DQG_BF16_FROM_ROWS={BF16_FROM_ROWS}"), compiler, cache)
 
 
 @functools.cache
@@ -154,9 +176,26 @@ def kernel_status() -> str:
     return "ready" if fn is not None else why
 
 
+def _decode(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds one position per sequence (a decode step, whatever the batch)."""
+    return x.dim() >= 3 and x.shape[-2] == 1
+
+
 def _takes(x: torch.Tensor, k: int) -> bool:
     """Whether the kernel runs ``x``: one position per sequence, or few rows in all."""
-    return x.dim() >= 3 and x.shape[-2] == 1 or x.numel() <= MAX_ROWS * k
+    return _decode(x) or x.numel() <= MAX_ROWS * k
+
+
+def dequantize(qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int) -> torch.Tensor:
+    """The weights torch packed as ``qdata`` widened to bf16 and transposed, ``[K, N]``:
+    ``((q - 8) * s + z).bfloat16()`` computed as torch computes it in fp32. Needs the AVX-512 build."""
+    fn = _library()[0]
+    n, k = qdata.shape[0], qdata.shape[1] * 2
+    wt = torch.empty(k, n, dtype=torch.bfloat16)
+    if fn is None or fn.dequant(qdata.contiguous().data_ptr(), scale_and_zero.contiguous().data_ptr(),
+                                wt.data_ptr(), n, k, group, torch.get_num_threads()):
+        raise RuntimeError(f"int4 weights to bf16 need the kernel's AVX-512 build ({kernel_status()})")
+    return wt
 
 
 def int4_linear(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int) -> torch.Tensor:
@@ -164,18 +203,23 @@ def int4_linear(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tens
     ([K / group, N, 2] bf16), in ``x``'s dtype.
 
     Through the C kernel for fp32 or bf16 CPU ``x`` that holds one position per sequence (a decode
-    step, whatever the batch) or at most ``MAX_ROWS`` rows in all, with bf16 scales; otherwise through
-    torch's kernel.
+    step, whatever the batch) or at most ``MAX_ROWS`` rows in all, with bf16 scales; bf16 ``x`` of at
+    least ``BF16_FROM_ROWS`` rows that is not a decode step (a prefill, where the CPU has AMX) through
+    the weights widened to bf16 and one matrix product; otherwise through torch's kernel.
     Also the op ``torch.ops.quantgate.int4_linear``, which ``torch.compile`` calls as it is.
     """
     n, k = qdata.shape[0], qdata.shape[1] * 2
     rows = x.reshape(-1, k)
     fn = _library()[0]
-    if (fn is None or x.dtype not in (torch.float32, torch.bfloat16) or scale_and_zero.dtype != torch.bfloat16
-            or not _takes(x, k) or x.device.type != "cpu"):
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.contiguous(), qdata, group, scale_and_zero)
-        return y.reshape(*x.shape[:-1], n)
+    ours = (fn is not None and x.dtype in (torch.float32, torch.bfloat16) and scale_and_zero.dtype == torch.bfloat16
+            and x.device.type == "cpu")
     rows = rows if rows.is_contiguous() else rows.contiguous()
+    if (ours and BF16_FROM_ROWS and x.dtype == torch.bfloat16 and not _decode(x)
+            and rows.shape[0] >= BF16_FROM_ROWS):
+        return torch.mm(rows, dequantize(qdata, scale_and_zero, group)).reshape(*x.shape[:-1], n)
+    if not ours or not _takes(x, k):
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero)
+        return y.reshape(*x.shape[:-1], n)
     y = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
     if fn(rows.data_ptr(), qdata.data_ptr(), scale_and_zero.data_ptr(), y.data_ptr(), rows.shape[0], n, k, group,
           int(x.dtype == torch.bfloat16), torch.get_num_threads()):

@@ -24,9 +24,11 @@ from quantgate.models.loading import load_model
 from quantgate.quantize import int4_kernel
 from quantgate.quantize.apply import quantize_model
 from quantgate.quantize.int4_kernel import (
+    BF16_FROM_ROWS,
     MAX_ROWS,
     build,
     build_op,
+    dequantize,
     int4_linear,
     kernel_status,
     op_implementation,
@@ -72,7 +74,7 @@ def test_kernel_matches_torchs_int4_kernel(rows: int, group: int, in_features: i
         assert use_int4_kernel(model) == 1
         out = model(x)
     _close(out, reference)
-    if rows > MAX_ROWS:  # a long prefill takes torch's kernel itself
+    if rows > MAX_ROWS and not BF16_FROM_ROWS:  # a long prefill takes torch's kernel itself (without AMX)
         assert torch.equal(out, reference)
 
 
@@ -137,6 +139,36 @@ def test_the_cpp_op_computes_what_the_python_one_does(shape: tuple[int, ...]) ->
     ours = torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 32)
     assert ours.dtype == torch.bfloat16 and ours.shape == (*shape[:-1], 2 * BLOCK)
     assert torch.equal(ours, int4_linear(x, w.qdata, w.scale_and_zero, 32))  # same C kernel, same fallback
+
+
+amx = pytest.mark.skipif(not BF16_FROM_ROWS, reason="prefills widen int4 weights to bf16 only on CPUs with AMX")
+
+
+@ready
+@pytest.mark.skipif(packing() != "AVX512", reason="the AVX-512 build widens int4 weights to bf16")
+@pytest.mark.parametrize("group", [32, 128])
+def test_weights_widen_to_bf16_as_torch_computes_them(group: int) -> None:
+    torch.manual_seed(0)
+    q = torch.randint(0, 16, (3 * BLOCK, 256), dtype=torch.int32)
+    qdata = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    sz = (torch.randn(256 // group, 3 * BLOCK, 2) * 0.05).bfloat16()
+    s, z = (sz[..., i].float().repeat_interleave(group, 0) for i in (0, 1))  # [K, N]
+    assert torch.equal(dequantize(qdata, sz, group), ((q.T.float() - 8) * s + z).bfloat16())
+
+
+@amx
+@pytest.mark.parametrize("shape", [(BF16_FROM_ROWS, 256), (2, BF16_FROM_ROWS + 3, 256), (BF16_FROM_ROWS - 1, 256)])
+def test_a_long_prefill_multiplies_the_weights_widened_to_bf16(shape: tuple[int, ...]) -> None:
+    w = _quantized(256, 2 * BLOCK, 32)[0].weight
+    x = torch.randn(*shape).bfloat16()
+    ours = int4_linear(x, w.qdata, w.scale_and_zero, 32)
+    _close(ours, _torchs(x, w))
+    widened = torch.mm(x.reshape(-1, 256), dequantize(w.qdata, w.scale_and_zero, 32)).reshape(ours.shape)
+    assert torch.equal(ours, widened) is (x.numel() // 256 >= BF16_FROM_ROWS)
+    assert torch.equal(torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 32), ours)  # C++: the same
+    step = torch.randn(BF16_FROM_ROWS + 5, 1, 256).bfloat16()  # a decode step of a large batch keeps the kernel
+    assert torch.equal(int4_linear(step, w.qdata, w.scale_and_zero, 32)[3:4],
+                       int4_linear(step[3:4], w.qdata, w.scale_and_zero, 32))
 
 
 _OTHER_BUILD = """

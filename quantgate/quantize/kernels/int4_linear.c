@@ -207,6 +207,51 @@ static inline uint16_t to_bf16(float f) {
 /* The block size of the packing this build reads, for the Python side to check against torch's. */
 int64_t qg_int4_block(void) { return BLOCK; }
 
+#if defined(__AVX512F__)
+/* Round to the nearest bf16, ties to even (finite values only: these are weights), 16 at a time. */
+static inline void store_bf16(uint16_t *p, vec v) {
+    const ivec u = _mm512_castps_si512(v);
+    const ivec odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const ivec r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), odd)), 16);
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+}
+
+/* The layer's weights, transposed, as bf16: out[k, n] = (q - 8) * s + z for W[n, k], computed as torch
+   computes that expression in fp32 (a product, then a sum) and rounded once to bf16. A long prefill on
+   a CPU with AMX multiplies these on its tiles (int4_kernel.py says when). out: K x N. Returns 0, or -1
+   in a build without AVX-512. */
+int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t N, int64_t K, int64_t group,
+                    int64_t threads) {
+    const int64_t blocks = N / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t b = 0; b < blocks; b++) {
+        const uint8_t *wb = w + b * K * STEP;
+        for (int64_t g = 0; g < K / group; g++) {
+            vec s[4], z[4];
+            for (int c = 0; c < 4; c++) {
+                const ivec v = _mm512_loadu_si512((const void *)(sz + g * N + b * BLOCK + c * VL));
+                s[c] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                z[c] = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000)));
+            }
+            for (int64_t k = g * group; k < (g + 1) * group; k++) {
+                const ivec p0 = bytes(wb + k * STEP), p1 = bytes(wb + k * STEP + VL);
+                const vec q[4] = {low(p0), low(p1), high(p0), high(p1)};
+                uint16_t *o = out + k * N + b * BLOCK;
+                for (int c = 0; c < 4; c++)
+                    store_bf16(o + c * VL, _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(q[c], vset(8.f)), s[c]), z[c]));
+            }
+        }
+    }
+    return 0;
+}
+#else
+int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t N, int64_t K, int64_t group,
+                    int64_t threads) {
+    (void)w, (void)sz, (void)out, (void)N, (void)K, (void)group, (void)threads;
+    return -1;
+}
+#endif
+
 /* y = x @ W^T for x M x K and y M x N, both fp32 (bf16 = 0) or both bf16 (bf16 = 1); w packed as above,
    N a multiple of BLOCK, K of group, group even. Returns 0, or -1 when memory for the fp32 copy of x
    ran out. Blocks of columns are split between `threads` OpenMP threads when the layer is large enough

@@ -15,21 +15,30 @@ extern "C" {
 namespace {
 
 constexpr int64_t kMaxRows = QG_MAX_ROWS;
+constexpr int64_t kBf16FromRows = QG_BF16_FROM_ROWS; /* 0: never */
 
-/* The same choice as int4_kernel.int4_linear: the C kernel for fp32 or bf16 CPU input holding one
-   position per sequence or at most kMaxRows rows in all, with bf16 scales; torch's int4 kernel for
-   everything else. */
+/* The same choice as int4_kernel.int4_linear: for fp32 or bf16 CPU input with bf16 scales, the C kernel
+   where x holds one position per sequence; else, for bf16 x of at least kBf16FromRows rows, the weights
+   widened to bf16 and one matrix product; else the C kernel up to kMaxRows rows in all; torch's int4
+   kernel for everything else. */
 at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::Tensor &scale_and_zero, int64_t group) {
     const int64_t n = qdata.size(0), k = qdata.size(1) * 2;
-    const bool takes = (x.dim() >= 3 && x.size(-2) == 1) || x.numel() <= kMaxRows * k;
+    const bool decode = x.dim() >= 3 && x.size(-2) == 1;
     const bool bf16 = x.scalar_type() == at::kBFloat16;
+    const bool ours = (bf16 || x.scalar_type() == at::kFloat) && scale_and_zero.scalar_type() == at::kBFloat16 &&
+                      x.device().is_cpu();
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = n;
     at::Tensor rows = x.reshape({-1, k}).contiguous();
-    if (!(bf16 || x.scalar_type() == at::kFloat) || scale_and_zero.scalar_type() != at::kBFloat16 || !takes ||
-        !x.device().is_cpu())
-        return at::_weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero).reshape(shape);
     at::Tensor w = qdata.contiguous(), sz = scale_and_zero.contiguous();
+    if (ours && !decode && bf16 && kBf16FromRows && rows.size(0) >= kBf16FromRows) {
+        at::Tensor wt = at::empty({k, n}, x.options());
+        if (qg_int4_dequant(w.data_ptr<uint8_t>(), reinterpret_cast<const uint32_t *>(sz.data_ptr()),
+                            reinterpret_cast<uint16_t *>(wt.data_ptr()), n, k, group, at::get_num_threads()) == 0)
+            return at::mm(rows, wt).reshape(shape);
+    }
+    if (!ours || !(decode || x.numel() <= kMaxRows * k))
+        return at::_weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero).reshape(shape);
     at::Tensor y = at::empty(shape, x.options());
     if (qg_int4_linear(rows.data_ptr(), w.data_ptr<uint8_t>(), reinterpret_cast<const uint32_t *>(sz.data_ptr()),
                        y.data_ptr(), rows.size(0), n, k, group, bf16, at::get_num_threads()))
