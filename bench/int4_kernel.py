@@ -2,17 +2,21 @@
 
 Thirty-two 2816x1024 layers (a 291M Llama's MLP widths: 44 MiB of int4, more than the caches hold),
 each quantized with ``int4wo-g128`` in bf16; per row count (1 to 64, as decode batches: ``rows x 1 x
-K``, one new position per sequence, which the kernel takes at any batch size) the median time of one
-pass through all of them, for
+K``, one new position per sequence, which the kernel takes at any batch size; ``--prefill``: as one
+prompt of that many positions, ``rows x K``, which takes whatever ``int4_linear`` picks for a prefill:
+the kernel up to ``MAX_ROWS``, on a CPU with AMX the weights widened to bf16 from ``BF16_FROM_ROWS``)
+the median time of one pass through all of them, for
 
 * ``bf16``: the same layers unquantized (what the bytes would cost as bf16);
 * ``torch``: the quantized layers as torchao 0.18 runs them (``aten._weight_int4pack_mm_for_cpu``);
-* ``kernel``: the same quantized layers through ``quantgate.quantize.int4_kernel``.
+* ``kernel``: the same quantized layers through ``quantgate.quantize.int4_kernel`` (as the engine
+  calls it: the op ``torch.ops.quantgate.int4_linear``).
 
 All three in one process, alternating, so a noisy machine shifts them together; the ratios are the
 figures to read. Results as JSON under ``bench/results/``.
 
     python bench/int4_kernel.py
+    python bench/int4_kernel.py --prefill --rows 16,32,128,512
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="1,2,4,8,16,32,64")
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prefill", action="store_true", help="rows as one prompt's positions (rows x K), not a decode batch")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     common.setup_torch(args.threads)
@@ -66,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     print(f"{args.layers} layers {args.in_features}->{args.out_features}, group {args.group}, torch's "
-          f"{packing()} packing, median of {args.repeats}; ms per pass (x bf16)")
+          f"{packing()} packing, median of {args.repeats}; ms per pass (x bf16); rows as "
+          + ("one prompt (a prefill)" if args.prefill else "a decode batch"))
     with torch.no_grad():
         for m in [int(r) for r in args.rows.split(",")]:
-            x = torch.randn(m, 1, args.in_features).bfloat16()
+            shape = (m, args.in_features) if args.prefill else (m, 1, args.in_features)
+            x = torch.randn(*shape).bfloat16()
             times: dict[str, list[float]] = {"bf16": [], "torch": [], "kernel": []}
             for i in range(args.repeats + 2):
                 use_int4_kernel(quantized, enabled=False)

@@ -76,11 +76,11 @@ MAX_ROWS = _BUILDS[packing() or "AVX2"].max_rows
 
 # From how many rows a call that is not a decode step widens the layer's weights to bf16 (0.2 ms for
 # 1024x2816) and multiplies them on the CPU's AMX tiles, where it has them (0: never). On a 2-core Intel
-# Xeon with AMX, one 1024x2816 layer: 0.58 ms at 32 rows against the kernel's 0.84 and torch's 1.13, 2.0
-# ms at 512 against 13.4 and 20.1; at 16 rows 0.62 against the kernel's 0.44 (docs/benchmarks.md). The
+# Xeon with AMX, 32 1024x2816 layers (bench/int4_kernel.py --prefill against the kernel's decode rows):
+# level with the kernel at 32 rows, 1.35x at 48, 1.8x at 64, 7.3x at 512 (docs/benchmarks.md). The
 # sums are torch's bf16 matrix product's, on weights rounded to bf16 (torch's own fp32 expression for
 # them, rounded once): a prefill then differs from the kernel's in the last bits, as torch's did.
-BF16_FROM_ROWS = 32 if packing() == "AVX512" and "amx_bf16" in cpu_flags() else 0
+BF16_FROM_ROWS = 40 if packing() == "AVX512" and "amx_bf16" in cpu_flags() else 0
 
 
 def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None,
