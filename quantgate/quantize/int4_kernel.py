@@ -191,9 +191,10 @@ def dequantize(qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int) ->
     ``((q - 8) * s + z).bfloat16()`` computed as torch computes it in fp32. Needs the AVX-512 build."""
     fn = _library()[0]
     n, k = qdata.shape[0], qdata.shape[1] * 2
+    qdata, scale_and_zero = qdata.contiguous(), scale_and_zero.contiguous()  # held while C reads them
     wt = torch.empty(k, n, dtype=torch.bfloat16)
-    if fn is None or fn.dequant(qdata.contiguous().data_ptr(), scale_and_zero.contiguous().data_ptr(),
-                                wt.data_ptr(), n, k, group, torch.get_num_threads()):
+    if fn is None or fn.dequant(qdata.data_ptr(), scale_and_zero.data_ptr(), wt.data_ptr(), n, k, group,
+                                torch.get_num_threads()):
         raise RuntimeError(f"int4 weights to bf16 need the kernel's AVX-512 build ({kernel_status()})")
     return wt
 
