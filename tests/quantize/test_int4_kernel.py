@@ -165,7 +165,8 @@ def test_a_long_prefill_multiplies_the_weights_widened_to_bf16(shape: tuple[int,
     _close(ours, _torchs(x, w))
     widened = torch.mm(x.reshape(-1, 256), dequantize(w.qdata, w.scale_and_zero, 32)).reshape(ours.shape)
     assert torch.equal(ours, widened) is (x.numel() // 256 >= BF16_FROM_ROWS)
-    assert torch.equal(torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 32), ours)  # C++: the same
+    op_implementation()  # the op's CPU implementation, C++ where it builds: the same choice, the same result
+    assert torch.equal(torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 32), ours)
     step = torch.randn(BF16_FROM_ROWS + 5, 1, 256).bfloat16()  # a decode step of a large batch keeps the kernel
     assert torch.equal(int4_linear(step, w.qdata, w.scale_and_zero, 32)[3:4],
                        int4_linear(step[3:4], w.qdata, w.scale_and_zero, 32))
