@@ -281,6 +281,8 @@ def schemes() -> None:
     _console().print("int4 weight-only decode on this CPU: "
                      + (f"quantgate kernel (torch's {int4_kernel.packing()} packing)" if status == "ready"
                         else f"torch's kernel ({status})"))
+    if status == "ready" and int4_kernel.BF16_FROM_ROWS:
+        _console().print(f"  prefills of {int4_kernel.BF16_FROM_ROWS}+ rows: the weights widened to bf16 for the AMX tiles")
     if status == "ready":
         impl = int4_kernel.op_implementation()
         _console().print("  compiled graphs call it through its "
