@@ -74,13 +74,13 @@ def packing() -> str | None:
 
 MAX_ROWS = _BUILDS[packing() or "AVX2"].max_rows
 
-# From how many rows a call that is not a decode step widens the layer's weights to bf16 (0.2 ms for
-# 1024x2816) and multiplies them on the CPU's AMX tiles, where it has them (0: never). On a 2-core Intel
-# Xeon with AMX, 32 1024x2816 layers (bench/int4_kernel.py --prefill against the kernel's decode rows):
-# level with the kernel at 32 rows, 1.35x at 48, 1.8x at 64, 7.3x at 512 (docs/benchmarks.md). The
-# sums are torch's bf16 matrix product's, on weights rounded to bf16 (torch's own fp32 expression for
-# them, rounded once): a prefill then differs from the kernel's in the last bits, as torch's did.
-BF16_FROM_ROWS = 40 if packing() == "AVX512" and "amx_bf16" in cpu_flags() else 0
+# From how many rows a call that is not a decode step widens the layer's weights to bf16 (as two bf16
+# matrices whose sum is within 2^-17 of them: ``dequantize``) and multiplies them on the CPU's AMX tiles,
+# where it has them (0: never). On a 2-core Intel Xeon with AMX, 32 1024x2816 layers (bench/int4_kernel.py
+# --prefill against the kernel's decode rows): level with the kernel at 64 rows, 1.4x at 96, 1.75x at
+# 128, 2.85x at 512 (docs/benchmarks.md). One bf16 matrix instead of two was 2.5x faster again at 512
+# rows, but moved the results by ~1e-3, enough for a prompt's prefill to depend on what shared its call.
+BF16_FROM_ROWS = 80 if packing() == "AVX512" and "amx_bf16" in cpu_flags() else 0
 
 
 def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None,
@@ -187,12 +187,14 @@ def _takes(x: torch.Tensor, k: int) -> bool:
 
 
 def dequantize(qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int) -> torch.Tensor:
-    """The weights torch packed as ``qdata`` widened to bf16 and transposed, ``[K, N]``:
-    ``((q - 8) * s + z).bfloat16()`` computed as torch computes it in fp32. Needs the AVX-512 build."""
+    """The weights torch packed as ``qdata``, transposed, as two bf16 matrices stacked, ``[2K, N]``: ``hi``,
+    torch's fp32 ``(q - 8) * s + z`` rounded to bf16, then ``lo``, the rest rounded to bf16 (their sum is
+    within 2^-17 of the fp32 weights), so that ``[x, x] @ dequantize(...)`` is ``x @ W.T`` on bf16 matrix
+    hardware. Needs the AVX-512 build."""
     fn = _library()[0]
     n, k = qdata.shape[0], qdata.shape[1] * 2
     qdata, scale_and_zero = qdata.contiguous(), scale_and_zero.contiguous()  # held while C reads them
-    wt = torch.empty(k, n, dtype=torch.bfloat16)
+    wt = torch.empty(2 * k, n, dtype=torch.bfloat16)
     if fn is None or fn.dequant(qdata.data_ptr(), scale_and_zero.data_ptr(), wt.data_ptr(), n, k, group,
                                 torch.get_num_threads()):
         raise RuntimeError(f"int4 weights to bf16 need the kernel's AVX-512 build ({kernel_status()})")
@@ -217,7 +219,8 @@ def int4_linear(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tens
     rows = rows if rows.is_contiguous() else rows.contiguous()
     if (ours and BF16_FROM_ROWS and x.dtype == torch.bfloat16 and not _decode(x)
             and rows.shape[0] >= BF16_FROM_ROWS):
-        return torch.mm(rows, dequantize(qdata, scale_and_zero, group)).reshape(*x.shape[:-1], n)
+        widened = dequantize(qdata, scale_and_zero, group)
+        return torch.mm(torch.cat([rows, rows], 1), widened).reshape(*x.shape[:-1], n)
     if not ours or not _takes(x, k):
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero)
         return y.reshape(*x.shape[:-1], n)

@@ -208,18 +208,24 @@ static inline uint16_t to_bf16(float f) {
 int64_t qg_int4_block(void) { return BLOCK; }
 
 #if defined(__AVX512F__)
-/* Round to the nearest bf16, ties to even (finite values only: these are weights), 16 at a time. */
-static inline void store_bf16(uint16_t *p, vec v) {
+/* Round to the nearest bf16, ties to even (finite values only: these are weights), 16 at a time; stores
+   it and returns it as fp32. */
+static inline vec store_bf16(uint16_t *p, vec v) {
     const ivec u = _mm512_castps_si512(v);
     const ivec odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     const ivec r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), odd)), 16);
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(r, 16));
 }
 
-/* The layer's weights, transposed, as bf16: out[k, n] = (q - 8) * s + z for W[n, k], computed as torch
-   computes that expression in fp32 (a product, then a sum) and rounded once to bf16. A long prefill on
-   a CPU with AMX multiplies these on its tiles (int4_kernel.py says when). out: K x N. Returns 0, or -1
-   in a build without AVX-512. */
+/* The layer's weights, transposed, as two bf16 matrices whose sum is within 2^-17 of them: out[k, n] =
+   hi = bf16(w) and out[K + k, n] = lo = bf16(w - hi), for w = (q - 8) * s + z of W[n, k] computed as
+   torch computes that expression in fp32 (a product, then a sum). [x, x] @ out, one bf16 matrix
+   product with fp32 sums, is then x @ W^T as the kernel computes it up to the order of the sums and
+   that 2^-17: on a CPU with AMX a long prefill multiplies on its tiles (int4_kernel.py says when),
+   without the bf16 rounding of the weights, which would move a prefill's results by ~1e-3 and make
+   them depend on whether the call was long enough. out: 2K x N. Returns 0, or -1 in a build without
+   AVX-512. */
 int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t N, int64_t K, int64_t group,
                     int64_t threads) {
     const int64_t blocks = N / BLOCK;
@@ -236,9 +242,11 @@ int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t
             for (int64_t k = g * group; k < (g + 1) * group; k++) {
                 const ivec p0 = bytes(wb + k * STEP), p1 = bytes(wb + k * STEP + VL);
                 const vec q[4] = {low(p0), low(p1), high(p0), high(p1)};
-                uint16_t *o = out + k * N + b * BLOCK;
-                for (int c = 0; c < 4; c++)
-                    store_bf16(o + c * VL, _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(q[c], vset(8.f)), s[c]), z[c]));
+                uint16_t *hi = out + k * N + b * BLOCK, *lo = hi + K * N;
+                for (int c = 0; c < 4; c++) {
+                    const vec v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(q[c], vset(8.f)), s[c]), z[c]);
+                    store_bf16(lo + c * VL, _mm512_sub_ps(v, store_bf16(hi + c * VL, v)));
+                }
             }
         }
     }

@@ -32,10 +32,10 @@ at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::T
     at::Tensor rows = x.reshape({-1, k}).contiguous();
     at::Tensor w = qdata.contiguous(), sz = scale_and_zero.contiguous();
     if (ours && !decode && bf16 && kBf16FromRows && rows.size(0) >= kBf16FromRows) {
-        at::Tensor wt = at::empty({k, n}, x.options());
+        at::Tensor wt = at::empty({2 * k, n}, x.options());
         if (qg_int4_dequant(w.data_ptr<uint8_t>(), reinterpret_cast<const uint32_t *>(sz.data_ptr()),
                             reinterpret_cast<uint16_t *>(wt.data_ptr()), n, k, group, at::get_num_threads()) == 0)
-            return at::mm(rows, wt).reshape(shape);
+            return at::mm(at::cat({rows, rows}, 1), wt).reshape(shape);
     }
     if (!ours || !(decode || x.numel() <= kMaxRows * k))
         return at::_weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero).reshape(shape);
