@@ -289,12 +289,13 @@ def schemes() -> None:
                          + ("C++ registration" if impl == "c++" else f"Python registration ({impl.removeprefix('python: ')})"))
     import torch
 
-    from quantgate.engines.onednn_linear import min_weight, onednn_status
+    from quantgate.engines.onednn_linear import min_rows, min_weight, onednn_status
 
     fp32, bf16 = onednn_status(torch.float32), onednn_status(torch.bfloat16)
-    smallest = min_weight()
+    smallest, rows = min_weight(), min_rows()
+    calls = f" in calls of {rows}+ rows" if rows > 1 else ""
     _console().print("fp32 linears of an eager engine on this CPU: "
-                     + (f"oneDNN for layers of at least {smallest:,} weights, MKL for smaller ones" if fp32 == "ready"
+                     + (f"oneDNN for layers of at least {smallest:,} weights{calls}, MKL otherwise" if fp32 == "ready"
                         and smallest else "oneDNN (MKL would run its AVX2 code here)" if fp32 == "ready"
                         else f"MKL ({fp32})"))
     _console().print("bf16 linears of an eager engine on this CPU: "

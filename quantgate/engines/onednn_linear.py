@@ -17,7 +17,8 @@ Two measured losses of torch's own CPU linear (2-core AMD EPYC, family 26 / Zen 
 So on such CPUs an eager engine's linears call ``torch.ops.mkldnn._linear_pointwise`` on a copy of
 their weights reordered once: fp32 layers on AMD CPUs (without AVX-512, only large ones), for calls of
 at least ``MIN_WORK`` multiply-adds (rows x in x out; a 256x256 layer at one row stays on MKL: 4.7 us
-against 13.0), bf16 layers on AMD CPUs that compute bf16 natively, every call.
+against 13.0), large fp32 layers on Intel CPUs at four rows or more ("Where", below), bf16 layers on
+AMD CPUs that compute bf16 natively, every call.
 
 The trade-offs:
 
@@ -34,11 +35,13 @@ The trade-offs:
   so outputs differ in the last bits (~1e-7 relative) and a greedy answer can differ where two tokens
   were a near tie. Neither library gives a row the same bits alone and in a batch (MKL changes its code
   between one, two and four rows), so batched decoding equals one row at a time as before: to the token.
-* **Where**: only where measured to pay, which is AMD CPUs so far: fp32 with AVX-512 (and without it,
-  large layers), bf16 with native bf16. fp32 on Intel CPUs (MKL takes its AVX-512 code there), and bf16
-  on Intel CPUs (AMX or AVX512-BF16: torch's reorder per call is the same code there, but its cost against
-  AMX kernels is not measured), keep torch's paths until a host of that kind measures them
-  (``python bench/onednn_linear.py [--dtype bf16]``).
+* **Where**: only where measured to pay: on AMD CPUs fp32 with AVX-512 (and without it, large layers),
+  bf16 with native bf16; on Intel CPUs, where MKL takes its AVX-512 code, fp32 layers of at least
+  ``MIN_WEIGHT_INTEL`` weights in calls of at least ``MIN_ROWS_INTEL`` rows (a 2-core Intel Xeon with
+  AMX: 1024x2816 at 4-16 rows 1.6-1.9x MKL with the weights reordered, 1.0-1.25x without; at 1-2 rows
+  0.8-0.9x; layers 256-640 wide 0.24-1.05x). bf16 on Intel CPUs (AMX or AVX512-BF16: torch's reorder per
+  call is the same code there, but its cost against AMX kernels is not measured) keeps torch's path until
+  a host of that kind measures it (``python bench/onednn_linear.py --dtype bf16``).
 
 Not under ``torch.compile`` (inductor lays out its own weights), not with gradients (the op has no
 backward), not for a weight changed after the copy was made (its version is checked on each call; the
@@ -53,8 +56,8 @@ import torch
 
 from quantgate.quantize.schemes import cpu_flags, cpu_has_native_bf16, cpu_vendor
 
-__all__ = ["MIN_WEIGHT_AVX2", "MIN_WORK", "REORDER_LIMIT", "float_linear_bytes", "min_weight", "onednn_status",
-           "use_onednn"]
+__all__ = ["MIN_ROWS_INTEL", "MIN_WEIGHT_AVX2", "MIN_WEIGHT_INTEL", "MIN_WORK", "REORDER_LIMIT",
+           "float_linear_bytes", "min_rows", "min_weight", "onednn_status", "use_onednn"]
 
 # Multiply-adds per fp32 call from which oneDNN wins on the AMD host (bench/onednn_linear.py): 256x2057 at
 # one row 28.7 vs 34.2 us (MKL), 256x256 at four rows 12.9 vs 12.2, 256x640 at four 15.7 vs 27.5.
@@ -64,6 +67,11 @@ MIN_WORK = 1 << 19
 # 640x256 0.48-0.97x) and won on every layer from 1024x1024 (1.4-8.9x at 1-16 rows, 1.2-1.5x at 164;
 # 256x2057 1.06x at one row, 1.8x from two): 2-core AMD EPYC, family 25 model 1, 2026-12-07.
 MIN_WEIGHT_AVX2 = 1 << 19
+# On an Intel CPU, the fewest weight elements and rows of a routed fp32 call: a 2-core Intel Xeon with AMX
+# (2026-12-07, docs/benchmarks.md) ran 1024x2816 and 2816x1024 1.57-1.87x MKL at 4-16 rows and 1.1-1.4x
+# at 32-164, 0.78-0.89x at 1-2; 1024x1024 0.93-1.68x; every layer 256 or 640 wide 0.24-1.05x.
+MIN_WEIGHT_INTEL = 1 << 21
+MIN_ROWS_INTEL = 4
 # The most bytes of reordered copies a model gets (module docstring, "Memory").
 REORDER_LIMIT = 512 << 20
 _SIZES = {torch.float32: 4, torch.bfloat16: 2}
@@ -81,15 +89,22 @@ def onednn_status(dtype: torch.dtype = torch.float32, cpuinfo: str = "/proc/cpui
             return "this CPU has no native bf16"
         # the cost is torch's, not the CPU's, but only AMD hosts measured it (module docstring, "Where")
         return "ready" if vendor == "AuthenticAMD" else f"not measured on this CPU ({vendor or 'vendor unknown'})"
-    if vendor != "AuthenticAMD":
-        return f"MKL runs its own best code on this CPU ({vendor or 'vendor unknown'})"
+    if vendor not in ("AuthenticAMD", "GenuineIntel"):
+        return f"not measured on this CPU ({vendor or 'vendor unknown'})"
     return "ready"
 
 
 def min_weight(cpuinfo: str = "/proc/cpuinfo") -> int:
-    """The fewest weight elements an fp32 layer needs to be routed on this CPU (``MIN_WEIGHT_AVX2`` without
-    AVX-512, else 0)."""
+    """The fewest weight elements an fp32 layer needs to be routed on this CPU (``MIN_WEIGHT_INTEL`` on
+    Intel, ``MIN_WEIGHT_AVX2`` on AMD without AVX-512, else 0)."""
+    if cpu_vendor(cpuinfo) == "GenuineIntel":
+        return MIN_WEIGHT_INTEL
     return 0 if "avx512f" in cpu_flags(cpuinfo) else MIN_WEIGHT_AVX2
+
+
+def min_rows(cpuinfo: str = "/proc/cpuinfo") -> int:
+    """The fewest rows of a routed fp32 call on this CPU (``MIN_ROWS_INTEL`` on Intel, else 1)."""
+    return MIN_ROWS_INTEL if cpu_vendor(cpuinfo) == "GenuineIntel" else 1
 
 
 class _Weight:
@@ -124,11 +139,12 @@ def float_linear_bytes(model: torch.nn.Module) -> int:
     return _bytes([m for m in model.modules() if _float(m) is not None])
 
 
-def _forward(module: torch.nn.Linear, held: list[_Weight], x: torch.Tensor) -> torch.Tensor:
+def _forward(module: torch.nn.Linear, held: list[_Weight], rows: int, x: torch.Tensor) -> torch.Tensor:
     w = module.weight
     n, k = w.shape
+    m = x.numel() // max(k, 1)
     if (x.dtype != w.dtype or torch.compiler.is_compiling() or (w.requires_grad and torch.is_grad_enabled())
-            or (x.dtype == torch.float32 and x.numel() // max(k, 1) * k * n < MIN_WORK)):
+            or (x.dtype == torch.float32 and (m * k * n < MIN_WORK or m < rows))):
         return torch.nn.functional.linear(x, w, module.bias)
     h = held[0]
     if h.source is not w or h.version != w._version:
@@ -149,7 +165,7 @@ def use_onednn(model: torch.nn.Module, enabled: bool = True, cpuinfo: str = "/pr
         if getattr(m.__dict__.get("forward"), "func", None) is _forward:
             del m.__dict__["forward"]
     ready = {d for d in _SIZES if onednn_status(d, cpuinfo) == "ready"} if enabled else set()
-    smallest = min_weight(cpuinfo)
+    smallest, rows = min_weight(cpuinfo), min_rows(cpuinfo)
     # another routing (quantize.int8_kernel) may own a layer
     layers = [m for m in layers if _float(m) in ready and "forward" not in m.__dict__
               and (m.weight.dtype != torch.float32 or m.weight.numel() >= smallest)]
@@ -157,5 +173,5 @@ def use_onednn(model: torch.nn.Module, enabled: bool = True, cpuinfo: str = "/pr
     if not reorder:
         layers = [m for m in layers if m.weight.dtype == torch.float32]
     for m in layers:
-        m.forward = functools.partial(_forward, m, [_Weight(m.weight, reorder)])
+        m.forward = functools.partial(_forward, m, [_Weight(m.weight, reorder)], rows)
     return len(layers)

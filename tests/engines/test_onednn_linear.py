@@ -1,7 +1,7 @@
 """Float linears on oneDNN with their weights laid out once (quantgate.engines.onednn_linear).
 
 Routing is decided from ``/proc/cpuinfo``, so each rule is tried on a written cpuinfo (an AMD CPU with
-and without AVX-512 and native bf16, Intel ones); fp32 arithmetic is held to ``F.linear``
+and without AVX-512 and native bf16, Intel ones: large fp32 layers from four rows); fp32 arithmetic is held to ``F.linear``
 on the same weights at sizes on both sides of the work threshold, bf16 to the same bits; a weight
 changed after routing is followed, and the memory limit on the copies is kept.
 """
@@ -14,7 +14,16 @@ import pytest
 import torch
 
 from quantgate.engines.local import LocalEngine
-from quantgate.engines.onednn_linear import MIN_WEIGHT_AVX2, MIN_WORK, min_weight, onednn_status, use_onednn
+from quantgate.engines.onednn_linear import (
+    MIN_ROWS_INTEL,
+    MIN_WEIGHT_AVX2,
+    MIN_WEIGHT_INTEL,
+    MIN_WORK,
+    min_rows,
+    min_weight,
+    onednn_status,
+    use_onednn,
+)
 from quantgate.engines.types import GenerationRequest, SamplingParams
 from quantgate.models.loading import load_model
 from quantgate.quantize.apply import quantize_model
@@ -55,8 +64,10 @@ def test_status_names_why_not(tmp_path: Path, amd512: str) -> None:
     assert onednn_status(torch.float32, amd512) == "ready"
     assert onednn_status(torch.bfloat16, amd512) == "ready"
     intel = _cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f amx_bf16")
-    assert "GenuineIntel" in onednn_status(torch.float32, intel)
-    assert "not measured" in onednn_status(torch.bfloat16, intel)
+    assert onednn_status(torch.float32, intel) == "ready"  # large layers, 4+ rows: test_intel_routes_...
+    assert "not measured" in onednn_status(torch.bfloat16, intel) and "GenuineIntel" in onednn_status(
+        torch.bfloat16, intel)
+    assert "not measured" in onednn_status(torch.float32, _cpuinfo(tmp_path, "HygonGenuine", "avx2 fma"))
     plain = _cpuinfo(tmp_path, "AuthenticAMD", "avx2 fma")
     assert onednn_status(torch.float32, plain) == "ready"  # large layers only: test_avx2_routes_large_layers_only
     assert "no native bf16" in onednn_status(torch.bfloat16, plain)
@@ -68,7 +79,7 @@ def test_status_names_why_not(tmp_path: Path, amd512: str) -> None:
 def test_routing_follows_the_cpu(tmp_path: Path, amd512: str) -> None:
     model = _layers()
     intel = _cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f")
-    assert use_onednn(model, cpuinfo=intel) == 0
+    assert use_onednn(model, cpuinfo=intel) == 0  # every layer under MIN_WEIGHT_INTEL
     assert not any("forward" in m.__dict__ for m in model)
     assert use_onednn(model, cpuinfo=amd512) == 3
     assert use_onednn(model, enabled=False, cpuinfo=amd512) == 0
@@ -77,6 +88,25 @@ def test_routing_follows_the_cpu(tmp_path: Path, amd512: str) -> None:
     assert use_onednn(model, cpuinfo=intel) == 0  # no native bf16 there (and not measured on Intel)
     if LAYS_OUT_BF16:
         assert use_onednn(model, cpuinfo=amd512) == 3
+
+
+@needs_onednn
+def test_intel_routes_large_layers_from_four_rows(tmp_path: Path, amd512: str) -> None:
+    intel = _cpuinfo(tmp_path, "GenuineIntel", "avx2 fma avx512f")
+    assert (min_weight(intel), min_rows(intel)) == (MIN_WEIGHT_INTEL, MIN_ROWS_INTEL) and min_rows(amd512) == 1
+    torch.manual_seed(0)
+    wide = MIN_WEIGHT_INTEL // 512
+    model = torch.nn.Sequential(torch.nn.Linear(512, wide), torch.nn.Linear(wide, 511))
+    with torch.inference_mode():
+        assert use_onednn(model, cpuinfo=intel) == 1  # 512 x 4096: just large enough; 4096 x 511 is not
+        assert "forward" in model[0].__dict__ and "forward" not in model[1].__dict__
+        layer = model[0]
+        for rows in (1, MIN_ROWS_INTEL - 1):  # fewer rows: MKL's own call, bit for bit
+            x = torch.randn(rows, 512)
+            assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+        x = torch.randn(2, MIN_ROWS_INTEL, 512)
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
+                                   rtol=1e-5, atol=1e-5)
 
 
 @needs_onednn
