@@ -71,7 +71,7 @@ static inline void params(const uint32_t *p, vec *s, vec *zz) {
 #define STEP (2 * VL) /* bytes per k step of a block */
 
 /* Ask for the weights AHEAD bytes on: the hardware prefetcher alone did not keep up on an Intel Xeon with
-   AVX-512 (2 cores of a VM, 480 MB L3), where 32 2816x1024 layers ran 1.4-2.5x as fast with it at 1-8
+   AVX-512 (2 cores of a VM, 480 MB L3), where 32 2816x1024 layers ran 1.3-2.5x as fast with it at 1-8
    rows, in both builds (bench/int4_kernel.py, docs/benchmarks.md). On the AVX2-only AMD EPYC, bound by
    arithmetic, a prefetch in the one-row loop made no difference. Past the end of the weights it only
    hints at memory nobody reads: a prefetch never faults. A macro, since GCC 12 dropped the prefetch of a
