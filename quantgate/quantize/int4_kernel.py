@@ -41,8 +41,8 @@ import torch
 from quantgate.quantize.native import build_torch_op, compile_library, find_compiler, implement_op, library_path
 from quantgate.quantize.schemes import cpu_flags
 
-__all__ = ["BF16_FROM_ROWS", "MAX_ROWS", "build", "build_op", "dequantize", "int4_linear", "kernel_status",
-           "op_implementation", "packing", "use_int4_kernel"]
+__all__ = ["BF16_FROM_ROWS", "MAX_ROWS", "WIDEN_BYTES", "build", "build_op", "dequantize", "int4_linear",
+           "kernel_status", "op_implementation", "packing", "use_int4_kernel"]
 
 _SOURCE = Path(__file__).with_name("kernels") / "int4_linear.c"
 _OP_SOURCE = _SOURCE.with_name("int4_linear_op.cpp")
@@ -81,6 +81,9 @@ MAX_ROWS = _BUILDS[packing() or "AVX2"].max_rows
 # 128, 2.85x at 512 (docs/benchmarks.md). One bf16 matrix instead of two was 2.5x faster again at 512
 # rows, but moved the results by ~1e-3, enough for a prompt's prefill to depend on what shared its call.
 BF16_FROM_ROWS = 80 if packing() == "AVX512" and "amx_bf16" in cpu_flags() else 0
+# The most bytes of widened weights at a time: a wide layer widens a slice of its output columns at a
+# time (a 4096x128256 head would otherwise take 2 GiB for the length of the call).
+WIDEN_BYTES = 64 << 20
 
 
 def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compiler: str | None = None,
@@ -122,7 +125,7 @@ class _Kernel:
         self.linear.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int, ctypes.c_int64]
         self.linear.restype = ctypes.c_int
         self.dequant = lib.qg_int4_dequant
-        self.dequant.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
+        self.dequant.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6
         self.dequant.restype = ctypes.c_int
 
     def __call__(self, *args: Any) -> int:
@@ -161,7 +164,8 @@ def build_op(compiler: str | None = None, cache: Path | None = None) -> tuple[Pa
         return None, f"no kernel for torch's {torch.backends.cpu.get_cpu_capability()!r} packing"
     return build_torch_op("int4_linear_op", _OP_SOURCE, _SOURCE,
                           (*_FLAGS, *_BUILDS[capability].flags, f"-DQG_MAX_ROWS={MAX_ROWS}",
-                           f"-DQG_BF16_FROM_ROWS={BF16_FROM_ROWS}"), compiler, cache)
+                           f"-DQG_BF16_FROM_ROWS={BF16_FROM_ROWS}", f"-DQG_WIDEN_BYTES={WIDEN_BYTES}"), compiler,
+                          cache)
 
 
 @functools.cache
@@ -186,16 +190,19 @@ def _takes(x: torch.Tensor, k: int) -> bool:
     return _decode(x) or x.numel() <= MAX_ROWS * k
 
 
-def dequantize(qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int) -> torch.Tensor:
+def dequantize(qdata: torch.Tensor, scale_and_zero: torch.Tensor, group: int, columns: slice = slice(None)
+               ) -> torch.Tensor:
     """The weights torch packed as ``qdata``, transposed, as two bf16 matrices stacked, ``[2K, N]``: ``hi``,
     torch's fp32 ``(q - 8) * s + z`` rounded to bf16, then ``lo``, the rest rounded to bf16 (their sum is
     within 2^-17 of the fp32 weights), so that ``[x, x] @ dequantize(...)`` is ``x @ W.T`` on bf16 matrix
-    hardware. Needs the AVX-512 build."""
+    hardware; ``columns``: only those output columns (whole blocks of torch's packing). Needs the AVX-512
+    build."""
     fn = _library()[0]
     n, k = qdata.shape[0], qdata.shape[1] * 2
+    n0, n1, _ = columns.indices(n)
     qdata, scale_and_zero = qdata.contiguous(), scale_and_zero.contiguous()  # held while C reads them
-    wt = torch.empty(2 * k, n, dtype=torch.bfloat16)
-    if fn is None or fn.dequant(qdata.data_ptr(), scale_and_zero.data_ptr(), wt.data_ptr(), n, k, group,
+    wt = torch.empty(2 * k, n1 - n0, dtype=torch.bfloat16)
+    if fn is None or fn.dequant(qdata.data_ptr(), scale_and_zero.data_ptr(), wt.data_ptr(), n, k, group, n0, n1,
                                 torch.get_num_threads()):
         raise RuntimeError(f"int4 weights to bf16 need the kernel's AVX-512 build ({kernel_status()})")
     return wt
@@ -219,8 +226,11 @@ def int4_linear(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tens
     rows = rows if rows.is_contiguous() else rows.contiguous()
     if (ours and BF16_FROM_ROWS and x.dtype == torch.bfloat16 and not _decode(x)
             and rows.shape[0] >= BF16_FROM_ROWS):
-        widened = dequantize(qdata, scale_and_zero, group)
-        return torch.mm(torch.cat([rows, rows], 1), widened).reshape(*x.shape[:-1], n)
+        doubled, block = torch.cat([rows, rows], 1), _BUILDS["AVX512"].block
+        step = max(block, WIDEN_BYTES // (4 * k) // block * block)
+        parts = [torch.mm(doubled, dequantize(qdata, scale_and_zero, group, slice(n0, n0 + step)))
+                 for n0 in range(0, n, step)]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).reshape(*x.shape[:-1], n)
     if not ours or not _takes(x, k):
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero)
         return y.reshape(*x.shape[:-1], n)

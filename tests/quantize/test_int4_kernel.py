@@ -62,6 +62,14 @@ def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert error <= float(theirs.float().abs().max()) * 2**-6, error
 
 
+def _same_but_last_bits(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal but for the last bf16 bit of a few outputs: fp32 sums in another order, rounded once (and an
+    output that cancels to near 0 off by as little in absolute terms)."""
+    a, b = a.float(), b.float()
+    assert bool(((a - b).abs() <= b.abs() * 2**-7 + float(b.abs().max()) * 2**-12).all())  # 2^-7: one bf16 ulp
+    assert float((a != b).float().mean()) < 0.01
+
+
 @ready
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 9, 16, 17, MAX_ROWS, MAX_ROWS + 1])  # 2-D input: rows
 @pytest.mark.parametrize(("group", "in_features", "blocks"), [(32, 256, 3), (64, 384, 2), (128, 256, 1)])
@@ -171,12 +179,26 @@ def test_a_long_prefill_multiplies_the_weights_widened_to_bf16(shape: tuple[int,
     op_implementation()  # the op's CPU implementation, C++ where it builds: the same choice, the same result
     assert torch.equal(torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 32), ours)
     # as precise as the kernel: the same outputs as decode rows through it, but for one last bit at most
-    kernel = int4_linear(x.reshape(-1, 1, 256), w.qdata, w.scale_and_zero, 32).reshape(ours.shape).float()
-    assert bool(((ours.float() - kernel).abs() <= kernel.abs() * 2**-8 + 2**-40).all())
-    assert float((ours.float() != kernel).float().mean()) < 0.05
+    _same_but_last_bits(ours, int4_linear(x.reshape(-1, 1, 256), w.qdata, w.scale_and_zero, 32).reshape(ours.shape))
     step = torch.randn(BF16_FROM_ROWS + 5, 1, 256).bfloat16()  # a decode step of a large batch keeps the kernel
     assert torch.equal(int4_linear(step, w.qdata, w.scale_and_zero, 32)[3:4],
                        int4_linear(step[3:4], w.qdata, w.scale_and_zero, 32))
+
+
+@amx
+def test_a_wide_layer_widens_a_slice_of_columns_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    slices = (int4_kernel.WIDEN_BYTES // (4 * 1024) // BLOCK) * BLOCK  # columns a slice, as the op cuts them
+    w = _quantized(1024, slices + BLOCK, 128)[0].weight  # one slice and one block more: two slices
+    x = torch.randn(BF16_FROM_ROWS, 1024).bfloat16()
+    op_implementation()
+    ours = torch.ops.quantgate.int4_linear(x, w.qdata, w.scale_and_zero, 128)
+    assert torch.equal(int4_linear(x, w.qdata, w.scale_and_zero, 128), ours)  # the Python path cuts the same
+    monkeypatch.setattr(int4_kernel, "WIDEN_BYTES", 1 << 40)  # in one piece
+    _same_but_last_bits(int4_linear(x, w.qdata, w.scale_and_zero, 128), ours)
+    monkeypatch.setattr(int4_kernel, "WIDEN_BYTES", 4 * 1024 * BLOCK)  # a block at a time
+    _same_but_last_bits(int4_linear(x, w.qdata, w.scale_and_zero, 128), ours)
+    kernel = int4_linear(x[:, None], w.qdata, w.scale_and_zero, 128)[:, 0]  # decode rows: the C kernel
+    _same_but_last_bits(ours, kernel)
 
 
 _OTHER_BUILD = """

@@ -224,13 +224,14 @@ static inline vec store_bf16(uint16_t *p, vec v) {
    product with fp32 sums, is then x @ W^T as the kernel computes it up to the order of the sums and
    that 2^-17: on a CPU with AMX a long prefill multiplies on its tiles (int4_kernel.py says when),
    without the bf16 rounding of the weights, which would move a prefill's results by ~1e-3 and make
-   them depend on whether the call was long enough. out: 2K x N. Returns 0, or -1 in a build without
+   them depend on whether the call was long enough. Output columns n0..n1 only (whole blocks), so a
+   wide layer widens a slice at a time: out is 2K x (n1 - n0). Returns 0, or -1 in a build without
    AVX-512. */
 int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t N, int64_t K, int64_t group,
-                    int64_t threads) {
-    const int64_t blocks = N / BLOCK;
+                    int64_t n0, int64_t n1, int64_t threads) {
+    const int64_t width = n1 - n0;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t b = 0; b < blocks; b++) {
+    for (int64_t b = n0 / BLOCK; b < n1 / BLOCK; b++) {
         const uint8_t *wb = w + b * K * STEP;
         for (int64_t g = 0; g < K / group; g++) {
             vec s[4], z[4];
@@ -242,7 +243,7 @@ int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t
             for (int64_t k = g * group; k < (g + 1) * group; k++) {
                 const ivec p0 = bytes(wb + k * STEP), p1 = bytes(wb + k * STEP + VL);
                 const vec q[4] = {low(p0), low(p1), high(p0), high(p1)};
-                uint16_t *hi = out + k * N + b * BLOCK, *lo = hi + K * N;
+                uint16_t *hi = out + k * width + b * BLOCK - n0, *lo = hi + K * width;
                 for (int c = 0; c < 4; c++) {
                     const vec v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(q[c], vset(8.f)), s[c]), z[c]);
                     store_bf16(lo + c * VL, _mm512_sub_ps(v, store_bf16(hi + c * VL, v)));
@@ -254,8 +255,8 @@ int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t
 }
 #else
 int qg_int4_dequant(const uint8_t *w, const uint32_t *sz, uint16_t *out, int64_t N, int64_t K, int64_t group,
-                    int64_t threads) {
-    (void)w, (void)sz, (void)out, (void)N, (void)K, (void)group, (void)threads;
+                    int64_t n0, int64_t n1, int64_t threads) {
+    (void)w, (void)sz, (void)out, (void)N, (void)K, (void)group, (void)n0, (void)n1, (void)threads;
     return -1;
 }
 #endif

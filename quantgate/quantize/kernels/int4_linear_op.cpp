@@ -6,7 +6,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <new>
+#include <vector>
 
 extern "C" {
 #include "int4_linear.c"
@@ -16,6 +18,7 @@ namespace {
 
 constexpr int64_t kMaxRows = QG_MAX_ROWS;
 constexpr int64_t kBf16FromRows = QG_BF16_FROM_ROWS; /* 0: never */
+constexpr int64_t kWidenBytes = QG_WIDEN_BYTES;
 
 /* The same choice as int4_kernel.int4_linear: for fp32 or bf16 CPU input with bf16 scales, the C kernel
    where x holds one position per sequence; else, for bf16 x of at least kBf16FromRows rows, the weights
@@ -32,10 +35,22 @@ at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::T
     at::Tensor rows = x.reshape({-1, k}).contiguous();
     at::Tensor w = qdata.contiguous(), sz = scale_and_zero.contiguous();
     if (ours && !decode && bf16 && kBf16FromRows && rows.size(0) >= kBf16FromRows) {
-        at::Tensor wt = at::empty({2 * k, n}, x.options());
-        if (qg_int4_dequant(w.data_ptr<uint8_t>(), reinterpret_cast<const uint32_t *>(sz.data_ptr()),
-                            reinterpret_cast<uint16_t *>(wt.data_ptr()), n, k, group, at::get_num_threads()) == 0)
-            return at::mm(at::cat({rows, rows}, 1), wt).reshape(shape);
+        /* the widened weights a slice of columns at a time, at most kWidenBytes each (int4_kernel.py) */
+        const int64_t block = qg_int4_block();
+        const int64_t slice = std::max<int64_t>(block, kWidenBytes / (4 * k) / block * block);
+        const at::Tensor doubled = at::cat({rows, rows}, 1);
+        std::vector<at::Tensor> parts;
+        for (int64_t n0 = 0; n0 < n; n0 += slice) {
+            const int64_t n1 = std::min(n, n0 + slice);
+            at::Tensor wt = at::empty({2 * k, n1 - n0}, x.options());
+            if (qg_int4_dequant(w.data_ptr<uint8_t>(), reinterpret_cast<const uint32_t *>(sz.data_ptr()),
+                                reinterpret_cast<uint16_t *>(wt.data_ptr()), n, k, group, n0, n1,
+                                at::get_num_threads()) != 0)
+                break;
+            parts.push_back(at::mm(doubled, wt));
+        }
+        if (parts.size() * slice >= static_cast<size_t>(n))
+            return (parts.size() == 1 ? parts[0] : at::cat(parts, 1)).reshape(shape);
     }
     if (!ours || !(decode || x.numel() <= kMaxRows * k))
         return at::_weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero).reshape(shape);
