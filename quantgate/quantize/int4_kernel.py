@@ -118,7 +118,8 @@ def build(capability: str | None = None, cpuinfo: str = "/proc/cpuinfo", compile
 
 
 class _Kernel:
-    """The library's entry points: calling it runs ``qg_int4_linear``; ``dequant`` is ``qg_int4_dequant``."""
+    """The library's entry points: calling it runs ``qg_int4_linear``; ``dequant`` is ``qg_int4_dequant``,
+    ``widen_columns`` ``qg_int4_widen_columns``."""
 
     def __init__(self, lib: Any) -> None:
         self.linear = lib.qg_int4_linear
@@ -127,6 +128,9 @@ class _Kernel:
         self.dequant = lib.qg_int4_dequant
         self.dequant.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6
         self.dequant.restype = ctypes.c_int
+        self.widen_columns = lib.qg_int4_widen_columns
+        self.widen_columns.argtypes = [ctypes.c_int64, ctypes.c_int64]
+        self.widen_columns.restype = ctypes.c_int64
 
     def __call__(self, *args: Any) -> int:
         return self.linear(*args)
@@ -215,7 +219,8 @@ def int4_linear(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tens
     Through the C kernel for fp32 or bf16 CPU ``x`` that holds one position per sequence (a decode
     step, whatever the batch) or at most ``MAX_ROWS`` rows in all, with bf16 scales; bf16 ``x`` of at
     least ``BF16_FROM_ROWS`` rows that is not a decode step (a prefill, where the CPU has AMX) through
-    the weights widened to bf16 and one matrix product; otherwise through torch's kernel.
+    the weights widened to pairs of bf16 matrices (``dequantize``), ``WIDEN_BYTES`` of them at a time;
+    otherwise through torch's kernel.
     Also the op ``torch.ops.quantgate.int4_linear``, which ``torch.compile`` calls as it is.
     """
     n, k = qdata.shape[0], qdata.shape[1] * 2
@@ -226,8 +231,7 @@ def int4_linear(x: torch.Tensor, qdata: torch.Tensor, scale_and_zero: torch.Tens
     rows = rows if rows.is_contiguous() else rows.contiguous()
     if (ours and BF16_FROM_ROWS and x.dtype == torch.bfloat16 and not _decode(x)
             and rows.shape[0] >= BF16_FROM_ROWS):
-        doubled, block = torch.cat([rows, rows], 1), _BUILDS["AVX512"].block
-        step = max(block, WIDEN_BYTES // (4 * k) // block * block)
+        doubled, step = torch.cat([rows, rows], 1), fn.widen_columns(k, WIDEN_BYTES)
         parts = [torch.mm(doubled, dequantize(qdata, scale_and_zero, group, slice(n0, n0 + step)))
                  for n0 in range(0, n, step)]
         return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).reshape(*x.shape[:-1], n)

@@ -187,7 +187,8 @@ def test_a_long_prefill_multiplies_the_weights_widened_to_bf16(shape: tuple[int,
 
 @amx
 def test_a_wide_layer_widens_a_slice_of_columns_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    slices = (int4_kernel.WIDEN_BYTES // (4 * 1024) // BLOCK) * BLOCK  # columns a slice, as the op cuts them
+    slices = int4_kernel.WIDEN_BYTES // (4 * 1024)  # columns a slice: 2 x 1024 rows of 2 bytes, whole blocks
+    assert int4_kernel._library()[0].widen_columns(1024, int4_kernel.WIDEN_BYTES) == slices
     w = _quantized(1024, slices + BLOCK, 128)[0].weight  # one slice and one block more: two slices
     x = torch.randn(BF16_FROM_ROWS, 1024).bfloat16()
     op_implementation()

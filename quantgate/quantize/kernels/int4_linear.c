@@ -207,6 +207,13 @@ static inline uint16_t to_bf16(float f) {
 /* The block size of the packing this build reads, for the Python side to check against torch's. */
 int64_t qg_int4_block(void) { return BLOCK; }
 
+/* How many output columns a slice of widened weights (qg_int4_dequant: 2K rows of bf16) may hold within
+   `bytes`: whole blocks, at least one. The Python and C++ callers both cut their slices by it. */
+int64_t qg_int4_widen_columns(int64_t K, int64_t bytes) {
+    const int64_t columns = bytes / (4 * K) / BLOCK * BLOCK;
+    return columns > BLOCK ? columns : BLOCK;
+}
+
 #if defined(__AVX512F__)
 /* Round to the nearest bf16, ties to even (finite values only: these are weights), 16 at a time; stores
    it and returns it as fp32. */

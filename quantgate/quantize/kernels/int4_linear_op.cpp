@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 extern "C" {
@@ -22,7 +23,7 @@ constexpr int64_t kWidenBytes = QG_WIDEN_BYTES;
 
 /* The same choice as int4_kernel.int4_linear: for fp32 or bf16 CPU input with bf16 scales, the C kernel
    where x holds one position per sequence; else, for bf16 x of at least kBf16FromRows rows, the weights
-   widened to bf16 and one matrix product; else the C kernel up to kMaxRows rows in all; torch's int4
+   widened to pairs of bf16 matrices and multiplied a slice of columns at a time; else the C kernel up to kMaxRows rows in all; torch's int4
    kernel for everything else. */
 at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::Tensor &scale_and_zero, int64_t group) {
     const int64_t n = qdata.size(0), k = qdata.size(1) * 2;
@@ -36,8 +37,7 @@ at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::T
     at::Tensor w = qdata.contiguous(), sz = scale_and_zero.contiguous();
     if (ours && !decode && bf16 && kBf16FromRows && rows.size(0) >= kBf16FromRows) {
         /* the widened weights a slice of columns at a time, at most kWidenBytes each (int4_kernel.py) */
-        const int64_t block = qg_int4_block();
-        const int64_t slice = std::max<int64_t>(block, kWidenBytes / (4 * k) / block * block);
+        const int64_t slice = qg_int4_widen_columns(k, kWidenBytes);
         const at::Tensor doubled = at::cat({rows, rows}, 1);
         std::vector<at::Tensor> parts;
         for (int64_t n0 = 0; n0 < n; n0 += slice) {
@@ -46,11 +46,10 @@ at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::T
             if (qg_int4_dequant(w.data_ptr<uint8_t>(), reinterpret_cast<const uint32_t *>(sz.data_ptr()),
                                 reinterpret_cast<uint16_t *>(wt.data_ptr()), n, k, group, n0, n1,
                                 at::get_num_threads()) != 0)
-                break;
+                throw std::runtime_error("int4_linear: widening int4 weights needs the AVX-512 build");
             parts.push_back(at::mm(doubled, wt));
         }
-        if (parts.size() * slice >= static_cast<size_t>(n))
-            return (parts.size() == 1 ? parts[0] : at::cat(parts, 1)).reshape(shape);
+        return (parts.size() == 1 ? parts[0] : at::cat(parts, 1)).reshape(shape);
     }
     if (!ours || !(decode || x.numel() <= kMaxRows * k))
         return at::_weight_int4pack_mm_for_cpu(rows, qdata, group, scale_and_zero).reshape(shape);
