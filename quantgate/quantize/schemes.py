@@ -32,9 +32,9 @@ when a variant is made (``resolved_compute_dtype``) to bf16 on CUDA or on a CPU 
 reference model there, an ``int8wo`` prefill of 16x150 tokens took 1.58 s with bf16 activations and
 0.29 s with fp32 (``int2wo-g32``: 1.96 s vs 0.39 s). ``int4wo`` stays bf16 everywhere: its CPU
 kernel with fp32 activations was 23x slower still. ``int8wo`` resolves to fp32 on any CPU where
-quantgate's own int8 decode kernel runs (``quantize.int8_kernel``: AVX2, FMA, a C compiler): on a 2-core AMD EPYC with ``avx512_bf16`` a 291M Llama decoded at 59.1 tok/s eager and
-61.8 compiled at batch 1 in fp32 through the kernel, against 12.4 and 44.6 with bf16 activations on
-torchao's path (bf16 eager 19.1-23.4; batch 8 eager 128.9 against 69.1), for a prefill 0.6x as fast
+quantgate's own int8 decode kernel runs (``quantize.int8_kernel``: AVX2, FMA, a C compiler): on a
+2-core AMD EPYC with ``avx512_bf16`` a 291M Llama decoded at 59.1 tok/s eager and 61.8 compiled at
+batch 1 in fp32 through the kernel, against 12.4 and 44.6 with bf16 activations on torchao's path (bf16 eager 19.1-23.4; batch 8 eager 128.9 against 69.1), for a prefill 0.6x as fast
 (291 against 498 tok/s at 128 tokens): docs/benchmarks.md, *int8wo's compute dtype on the AMD
 avx512_bf16 host*. The same holds with AMX, where bf16 keeps the prefill on its tiles: on a 2-core
 Intel Xeon with AMX the 291M Llama decoded at 43.7 tok/s eager and 61.0 compiled in fp32 against 11.9

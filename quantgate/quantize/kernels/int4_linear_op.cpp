@@ -23,8 +23,8 @@ constexpr int64_t kWidenBytes = QG_WIDEN_BYTES;
 
 /* The same choice as int4_kernel.int4_linear: for fp32 or bf16 CPU input with bf16 scales, the C kernel
    where x holds one position per sequence; else, for bf16 x of at least kBf16FromRows rows, the weights
-   widened to pairs of bf16 matrices and multiplied a slice of columns at a time; else the C kernel up to kMaxRows rows in all; torch's int4
-   kernel for everything else. */
+   widened to pairs of bf16 matrices and multiplied a slice of columns at a time; else the C kernel up
+   to kMaxRows rows in all; torch's int4 kernel for everything else. */
 at::Tensor int4_linear(const at::Tensor &x, const at::Tensor &qdata, const at::Tensor &scale_and_zero, int64_t group) {
     const int64_t n = qdata.size(0), k = qdata.size(1) * 2;
     const bool decode = x.dim() >= 3 && x.size(-2) == 1;
