@@ -101,7 +101,7 @@ def quantize(
     from quantgate.quantize.compat import float_warning, linearized_summary
 
     if manifest.linearized:
-        console.print(f"{linearized_summary(manifest.linearized)} stored as nn.Linear to be quantized")
+        console.print(f"{linearized_summary(manifest.linearized)}, to be quantized")
 
     from quantgate.quantize.manifest import size_warning
 

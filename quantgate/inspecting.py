@@ -87,7 +87,7 @@ def render(info: dict[str, Any], console: Console) -> None:
     if info.get("probe_snr_db") is not None:
         console.print(f"  probe logits SNR against float: {info['probe_snr_db']:.1f} dB")
     if info.get("linearized"):
-        console.print(f"  stored as nn.Linear: {linearized_summary(info['linearized'])}")
+        console.print(f"  linearized: {linearized_summary(info['linearized'])}")
     for name, group in info.get("unquantized", {}).get("tensors", {}).items():
         console.print(f"  float outside linear layers: {name}, {group['bytes'] / 1e6:.2f} MB ({group['reason']})")
     if info.get("overrides"):

@@ -61,6 +61,10 @@ def _arch_config(arch: str, eos: int, pad: int) -> Any:
         return t.Gemma2Config(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                               num_key_value_heads=2, head_dim=32, max_position_embeddings=512, sliding_window=64,
                               bos_token_id=None, **common)
+    if arch == "gpt_oss":  # fused experts stored transposed, with biases
+        return t.GptOssConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                              max_position_embeddings=512, sliding_window=64, bos_token_id=None, **common)
     if arch == "mamba":  # a recurrent state instead of keys and values
         return t.MambaConfig(hidden_size=64, num_hidden_layers=2, bos_token_id=None, **common)
     return t.MixtralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,

@@ -284,6 +284,10 @@ def test_quantize_says_what_it_linearized_and_what_stays_float(tmp_path: Path, c
     assert "probe logits SNR" in stdout and "warning" not in stdout
     mixtral = build_tiny_arch_model(tmp_path / "mixtral", "mixtral")
     code, stdout, _ = run(["quantize", str(mixtral), "--scheme", "int8wo", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0 and "25 int8wo" in stdout and "warning" not in stdout
+    assert "2 MixtralExperts module(s) stored as one nn.Linear per expert" in " ".join(stdout.split())
+    gpt_oss = build_tiny_arch_model(tmp_path / "gpt-oss", "gpt_oss")  # its experts' layout stays float
+    code, stdout, _ = run(["quantize", str(gpt_oss), "--scheme", "int8wo", "--out", str(tmp_path / "o")], capsys)
     assert code == 0 and "warning:" in stdout and "experts.gate_up_proj" in " ".join(stdout.split())
-    code, stdout, _ = run(["inspect", str(tmp_path / "m")], capsys)
-    assert code == 0 and "float outside linear layers: model.layers.*.mlp.experts.down_proj" in stdout
+    code, stdout, _ = run(["inspect", str(tmp_path / "o")], capsys)
+    assert code == 0 and "float outside linear layers: model.layers.*.mlp.experts.gate_up_proj" in stdout

@@ -9,8 +9,8 @@ float and the layer map says why, rather than the whole run failing.
 Embeddings are never quantized here: torchao's weight-only configs target linear layers, and on a
 small model the embedding gather is cheap while its precision matters. ``lm_head`` is a linear
 layer and is quantized by default; keep it with ``--override lm_head=none``. Modules that are linear
-layers in another form (GPT-2's ``Conv1D``) are first turned into ``nn.Linear`` (``compat``), and
-what still stays float (fused MoE experts) is counted in ``QuantizeResult.unquantized``.
+layers in another form (GPT-2's ``Conv1D``, fused MoE experts: one per expert) are first turned into
+``nn.Linear`` (``compat``), and what still stays float is counted in ``QuantizeResult.unquantized``.
 """
 
 from __future__ import annotations

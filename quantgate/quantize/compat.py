@@ -14,18 +14,23 @@ this module they would be skipped in silence (a GPT-2 "int8wo" variant used to q
   than a linear map; they stay as they are and in float (``custom_forward`` names them for the
   planner), since nothing says torchao's tensors support what their forward does.
 
+* Fused mixture-of-experts layers (Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V3 in transformers 5) hold
+  their experts as two 3-D parameters, which torchao 0.18 quantizes for none of quantgate's CPU
+  schemes. ``quantize.experts`` turns them into one ``nn.Linear`` per expert where the module has
+  transformers' default layout and its forward is provably the eager loop (checked on a probe).
+
 The trade-off is a known list instead of a general rewrite: a module is replaced only where the
-replacement is exactly the same function. What stays float is reported instead: 3-D expert
-weights of fused mixture-of-experts layers (Mixtral, Qwen2-MoE in transformers 5) are parameters,
-not linear layers, and torchao 0.18 implements none of quantgate's CPU schemes for them (int4
-refuses parameter quantization, int8's tensor lacks ``transpose``); ``unquantized_weights`` lists
-them so the manifest and ``quantgate quantize`` say how much of the model they are.
+replacement is exactly the same function. What stays float is reported instead: fused experts in
+another layout (transposed, with biases: GPT-OSS, Llama 4) among them; ``unquantized_weights``
+lists them so the manifest and ``quantgate quantize`` say how much of the model they are.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from quantgate.quantize.experts import eligibility, swap_experts
 
 __all__ = ["custom_forward", "float_warning", "linearize", "linearized_summary", "unquantized_weights"]
 
@@ -50,14 +55,21 @@ def linearize(model: Any, only: dict[str, str] | None = None) -> dict[str, str]:
 
     ``only`` (a previous call's result, from a variant's manifest) replaces exactly those modules,
     which is how a saved variant's skeleton is rebuilt to the shapes its weights were stored in.
-    Works on the meta device too.
+    Works on the meta device too. A fused experts module keeps its class: its two 3-D parameters
+    become lists of per-expert ``nn.Linear`` (``quantize.experts``).
     """
     import torch
 
     swapped: dict[str, str] = {}
     for name, module in list(model.named_modules()):
+        if only is not None and name not in only:
+            continue
+        if eligibility(module) is None:  # fused experts; where the probe disagrees they stay float
+            if swap_experts(module, check=only is None) is None:
+                swapped[name] = type(module).__name__
+            continue
         how = _linear_like(module)
-        if how is None or (only is not None and name not in only):
+        if how is None:
             continue
         weight = module.weight
         if how == "transpose":  # Conv1D: weight is (in, out)
@@ -80,8 +92,12 @@ def linearize(model: Any, only: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def linearized_summary(linearized: dict[str, str]) -> str:
-    """``8 Conv1D module(s)``: what ``linearize`` replaced, for people."""
-    return f"{len(linearized)} {'/'.join(sorted(set(linearized.values())))} module(s)"
+    """``8 Conv1D module(s) stored as nn.Linear``: what ``linearize`` replaced, for people."""
+    linear = {n: c for n, c in linearized.items() if c in ("Conv1D", *_EQUIVALENT_SUBCLASSES)}
+    experts = {n: c for n, c in linearized.items() if n not in linear}
+    parts = [f"{len(group)} {'/'.join(sorted(set(group.values())))} module(s) stored as {how}"
+             for group, how in ((linear, "nn.Linear"), (experts, "one nn.Linear per expert")) if group]
+    return "; ".join(parts)
 
 
 def custom_forward(module: Any) -> str | None:
@@ -122,8 +138,8 @@ def unquantized_weights(model: Any, planned: set[str], min_share: float = 0.01) 
         if isinstance(owners.get(owner), torch.nn.Embedding):
             left[name] = (size, "embedding", "embedding table (looked up, not multiplied)")
         elif param.dim() == 3:
-            left[name] = (size, "experts", "3-D expert weights of a fused mixture-of-experts layer: "
-                                           "torchao 0.18 quantizes them for no CPU scheme")
+            why = eligibility(owners[owner]) or "its forward is not transformers' eager loop (checked on a probe)"
+            left[name] = (size, "experts", f"3-D expert weights of a fused mixture-of-experts layer kept in float: {why}")
         else:
             left[name] = (size, "other", f"{param.dim()}-D parameter outside a linear layer")
     groups: dict[str, dict[str, Any]] = {}
