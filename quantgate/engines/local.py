@@ -44,11 +44,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from quantgate.engines import kvcache
 from quantgate.engines.attention import step_attention
@@ -148,6 +150,10 @@ class LocalEngine:
         # gpt-oss: decoded text keeps the harmony markers, so its channels can be told apart.
         self.keeps_markers = writes_harmony(self.tokenizer)
         self._compiled_step: Any = None
+        # how the compiled decode step runs: "one" graph, or "uncompiled" (dynamo could not capture it
+        # as one: see _decode_step, and step_uncompiled_because); None before the first compiled step
+        self.step_graphs: str | None = None
+        self.step_uncompiled_because = ""
         # The compiled path's static caches, one per (batch bucket, cache length): module docstring.
         self._static_caches: dict[tuple[int, int], Any] = {}
         # What the compiled decode step attends with (prefill keeps the model's own, SDPA): module docstring.
@@ -404,10 +410,28 @@ class LocalEngine:
             # Guards on the model's modules cost ~1.3 ms a step (the 291M Llama, batch 1) to say what
             # never changes in an engine's life; only the inputs' are kept. Dynamo files graphs under
             # the function's code object, so each engine gets one of its own: with module guards gone,
-            # a shared one would hand this engine's graph to another model's engine.
-            step.__code__ = step.__code__.replace(co_name=f"decode_step_{id(self):x}")
-            self._compiled_step = torch.compile(
-                step, dynamic=False, options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
+            # a shared one would hand this engine's graph to another model's engine. A step that is not
+            # one graph runs uncompiled: where a model breaks the graph on data (a mixture-of-experts
+            # loop over the experts a batch hits, transformers' eager experts too), the compiled step
+            # was wrong, with the module guards skipped (greedy tokens changed) and even with them
+            # (log-probabilities off by 0.01-0.03 on a tiny Mixtral, torch 2.13), against the same
+            # step uncompiled, which equals the eager engine.
+            one_graph = torch.compile(_named(step, f"decode_step_{id(self):x}"), dynamic=False, fullgraph=True,
+                                      options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
+
+            def compiled(*args: Any) -> torch.Tensor:
+                if self.step_graphs != "uncompiled":
+                    try:
+                        out = one_graph(*args)
+                        self.step_graphs = "one"
+                        return out
+                    except (torch._dynamo.exc.TorchDynamoException, GuardOnDataDependentSymNode) as exc:
+                        # raised while tracing or compiling, before the step ran: running it now is safe
+                        self.step_graphs = "uncompiled"
+                        self.step_uncompiled_because = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                return step(*args)
+
+            self._compiled_step = compiled
         return self._compiled_step
 
     # -- scoring -----------------------------------------------------------------------------
@@ -466,3 +490,8 @@ class LocalEngine:
             if keep:
                 matrices.append(rows.cpu())
         return scores, matrices
+
+
+def _named(fn: Any, name: str) -> Any:
+    """A copy of ``fn`` under a code object of its own (dynamo keys its graphs by code object)."""
+    return types.FunctionType(fn.__code__.replace(co_name=name), fn.__globals__, name, fn.__defaults__, fn.__closure__)

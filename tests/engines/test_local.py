@@ -13,6 +13,7 @@ from quantgate.errors import QuantgateError
 from quantgate.models import load_model
 from quantgate.quantize.apply import quantize_model
 from quantgate.quantize.schemes import get_scheme
+from tests.conftest import build_tiny_arch_model
 
 PROMPTS = ["hello there", "a", "the quick brown fox jumps over", "xyz 123", "what is love?", "Zebra!"]
 
@@ -157,8 +158,26 @@ def test_bad_sampling_params(kw: dict[str, object], match: str) -> None:
 def test_compiled_static_cache_matches_eager(tiny_model_dir: Path) -> None:
     loaded = load_model(tiny_model_dir, dtype="bf16")
     eager = LocalEngine(loaded).generate(_requests(n_tokens=10))
-    compiled = LocalEngine(loaded, compile=True).generate(_requests(n_tokens=10))
+    engine = LocalEngine(loaded, compile=True)
+    compiled = engine.generate(_requests(n_tokens=10))
     assert [c.token_ids for c in compiled] == [e.token_ids for e in eager]
+    assert engine.step_graphs == "one"  # the step that skips the module guards
+
+
+def test_a_step_dynamo_cannot_capture_as_one_graph_runs_uncompiled(tmp_path: Path) -> None:
+    # A mixture-of-experts loop over the experts a batch hits breaks the graph on data. Compiled anyway,
+    # the step was wrong: with the module guards skipped a graph made for one set of experts served
+    # another (greedy tokens changed), and with them log-probabilities were off by 0.01-0.03.
+    loaded = load_model(build_tiny_arch_model(tmp_path / "mixtral", "mixtral"), dtype="fp32")
+    quantize_model(loaded.model, get_scheme("int8wo"), device="cpu")  # experts as per-expert linear layers
+    requests = _requests(n_tokens=10)[:3]
+    want = LocalEngine(loaded, max_batch_size=4).generate(requests)
+    engine = LocalEngine(loaded, max_batch_size=4, compile=True)
+    got = engine.generate(requests)
+    assert engine.step_graphs == "uncompiled" and "data-dependent" in engine.step_uncompiled_because
+    assert [g.token_ids for g in got] == [g.token_ids for g in want]
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g.logprobs, w.logprobs, rtol=0, atol=1e-5)
 
 
 def test_freezing_by_default_only_where_the_weight_copy_is_small(tiny_model_dir: Path,
