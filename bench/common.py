@@ -31,6 +31,18 @@ RANDOM_CONFIG = dict(
     num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=2048,
     tie_word_embeddings=False,
 )
+# --model random-moe: a Mixtral-shaped mixture of experts, ~360M parameters, 2 of 8 experts a token
+# (~110M active), for what quantizing the experts (quantize/experts.py) buys.
+MOE_CONFIG = dict(
+    vocab_size=32000, hidden_size=1024, intermediate_size=1408, num_hidden_layers=8,
+    num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=2048,
+    num_local_experts=8, num_experts_per_tok=2, tie_word_embeddings=False,
+)
+QUICK_MOE_CONFIG = dict(
+    vocab_size=4096, hidden_size=256, intermediate_size=384, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+    num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False,
+)
 # --quick: same shapes family, small enough for a smoke run.
 QUICK_CONFIG = dict(
     vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
@@ -219,20 +231,23 @@ class ModelSource:
         return sum(p.numel() for p in loaded.model.parameters())
 
 
-def random_source(quick: bool = False, seed: int = 0) -> ModelSource:
+def random_source(quick: bool = False, seed: int = 0, moe: bool = False) -> ModelSource:
+    """The random Llama, or with ``moe`` the random Mixtral (``MOE_CONFIG``)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
-    cfg = dict(QUICK_CONFIG if quick else RANDOM_CONFIG)
+    if moe:
+        cfg, config_class, model_class = dict(QUICK_MOE_CONFIG if quick else MOE_CONFIG), MixtralConfig, MixtralForCausalLM
+    else:
+        cfg, config_class, model_class = dict(QUICK_CONFIG if quick else RANDOM_CONFIG), LlamaConfig, LlamaForCausalLM
     tokenizer = build_random_tokenizer(cfg["vocab_size"], seed)
-    config = LlamaConfig(**cfg, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-                         eos_token_id=None)
+    config = config_class(**cfg, pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=None)
     torch.manual_seed(seed)
     with torch.device("cpu"):
-        model = LlamaForCausalLM(config).eval()
+        model = model_class(config).eval()
     model.generation_config.eos_token_id = None
     params = sum(p.numel() for p in model.parameters())
-    name = f"random-llama-{params / 1e6:.0f}M"
+    name = f"random-{'mixtral' if moe else 'llama'}-{params / 1e6:.0f}M"
     return ModelSource(name=name, kind="random", path=None, tokenizer=tokenizer,
                        chat_template=None, _fp32=model)
 

@@ -21,6 +21,7 @@ Usage::
     python bench/decode.py --model random              # full run on the random 290M model
     python bench/decode.py --quick                      # smoke run, tiny model, seconds
     python bench/decode.py --model reference --schemes bf16,int8wo --modes compile
+    python bench/decode.py --model random-moe --modes eager   # a random Mixtral: experts quantized
     python bench/decode.py --device cuda --schemes bf16,int8wo,int4wo-g128,fp8wo,fp8dq   # on a GPU
 
 On CUDA the engine's loop synchronises every step (it reads each sampled token back), so the
@@ -47,7 +48,8 @@ DEFAULT_SCHEMES = "fp32,bf16,int8wo,int4wo-g128,int8dq"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="random", choices=["random", "reference", "both"])
+    ap.add_argument("--model", default="random", choices=["random", "reference", "both", "random-moe"],
+                    help="random-moe: a random Mixtral-shaped model (8 experts, 2 a token), experts quantized too")
     ap.add_argument("--reference-path", type=Path, default=None,
                     help=f"reference model directory (default {common.REFERENCE_DIR})")
     ap.add_argument("--schemes", default=DEFAULT_SCHEMES, help="comma-separated scheme names")
@@ -415,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sources: list[common.ModelSource] = []
     skipped: list[str] = []
-    if args.model in ("random", "both"):
+    if args.model in ("random", "both", "random-moe"):
         t0 = time.perf_counter()
-        src = common.random_source(quick=args.quick)
+        src = common.random_source(quick=args.quick, moe=args.model == "random-moe")
         console.print(f"built {src.name} ({src.param_count() / 1e6:.1f}M parameters) "
                       f"in {time.perf_counter() - t0:.1f}s")
         sources.append(src)
