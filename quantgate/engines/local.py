@@ -426,7 +426,10 @@ class LocalEngine:
                         self.step_graphs = "one"
                         return out
                     except (torch._dynamo.exc.TorchDynamoException, GuardOnDataDependentSymNode) as exc:
-                        # raised while tracing or compiling, before the step ran: running it now is safe
+                        # raised while tracing, before the step ran: running it now is safe. A compiler
+                        # that fails (no C++ toolchain, say) is not a graph break: that stays an error.
+                        if isinstance(exc, torch._dynamo.exc.BackendCompilerFailed):
+                            raise
                         self.step_graphs = "uncompiled"
                         self.step_uncompiled_because = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
                 return step(*args)

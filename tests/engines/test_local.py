@@ -180,6 +180,14 @@ def test_a_step_dynamo_cannot_capture_as_one_graph_runs_uncompiled(tmp_path: Pat
         torch.testing.assert_close(g.logprobs, w.logprobs, rtol=0, atol=1e-5)
 
 
+def test_a_compiled_step_whose_compiler_fails_is_an_error_not_a_silent_fallback(tiny_model_dir: Path) -> None:
+    engine = LocalEngine(load_model(tiny_model_dir, dtype="fp32"), compile=True)
+    with (torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}),
+          pytest.raises(torch._inductor.exc.InductorError, match="No working C\\+\\+ compiler")):
+        engine.generate(_requests(n_tokens=4)[:1])
+    assert engine.step_graphs is None
+
+
 def test_freezing_by_default_only_where_the_weight_copy_is_small(tiny_model_dir: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = load_model(tiny_model_dir, dtype="bf16")
