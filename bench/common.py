@@ -295,20 +295,25 @@ def tensor_bytes(name: str, tensor: Any) -> int:
 def weight_bytes(model: Any) -> dict[str, int]:
     """Resident bytes of a model's parameters and buffers, each shared tensor counted once.
 
-    ``linear`` is every ``nn.Linear``'s weight and bias; ``linear_quantized`` the weights stored
-    as a quantized subclass, and ``linear_quantized_as_bf16`` what those same weights take in bf16.
+    ``linear`` is every ``nn.Linear``'s weight and bias, and the 3-D weights of fused MoE experts that
+    quantizing turns into linear layers (``quantize.experts``: so a float MoE model's column compares
+    with its quantized variants'); ``linear_quantized`` the weights stored as a quantized subclass, and
+    ``linear_quantized_as_bf16`` what those same weights take in bf16.
     """
     import torch
 
     from quantgate.quantize.codec import is_quantized
+    from quantgate.quantize.experts import EXPERT_PARAMS, eligibility
 
     linear_names: set[str] = set()
     for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
         if isinstance(module, torch.nn.Linear):
-            prefix = f"{mod_name}." if mod_name else ""
             linear_names.add(prefix + "weight")
             if module.bias is not None:
                 linear_names.add(prefix + "bias")
+        elif eligibility(module) is None:
+            linear_names.update(prefix + name for name in EXPERT_PARAMS)
     counts = {"total": 0, "linear": 0, "linear_as_bf16": 0, "linear_quantized": 0,
               "linear_quantized_as_bf16": 0, "other": 0}
     seen: set[int] = set()
