@@ -413,9 +413,9 @@ class LocalEngine:
             # a shared one would hand this engine's graph to another model's engine. A step that is not
             # one graph runs uncompiled: where a model breaks the graph on data (a mixture-of-experts
             # loop over the experts a batch hits, transformers' eager experts too), the compiled step
-            # was wrong, with the module guards skipped (greedy tokens changed) and even with them
-            # (log-probabilities off by 0.01-0.03 on a tiny Mixtral, torch 2.13), against the same
-            # step uncompiled, which equals the eager engine.
+            # was wrong, with the module guards skipped (greedy tokens changed) and in some runs even
+            # with them (log-probabilities off by 0.01-0.03 on a tiny Mixtral, torch 2.13, unexplained),
+            # against the same step uncompiled, which equals the eager engine.
             one_graph = torch.compile(_named(step, f"decode_step_{id(self):x}"), dynamic=False, fullgraph=True,
                                       options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
 
