@@ -44,7 +44,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -416,7 +415,8 @@ class LocalEngine:
             # was wrong, with the module guards skipped (greedy tokens changed) and in some runs even
             # with them (log-probabilities off by 0.01-0.03 on a tiny Mixtral, torch 2.13, unexplained),
             # against the same step uncompiled, which equals the eager engine.
-            one_graph = torch.compile(_named(step, f"decode_step_{id(self):x}"), dynamic=False, fullgraph=True,
+            step.__code__ = step.__code__.replace(co_name=f"decode_step_{id(self):x}")
+            one_graph = torch.compile(step, dynamic=False, fullgraph=True,
                                       options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
 
             def compiled(*args: Any) -> torch.Tensor:
@@ -493,8 +493,3 @@ class LocalEngine:
             if keep:
                 matrices.append(rows.cpu())
         return scores, matrices
-
-
-def _named(fn: Any, name: str) -> Any:
-    """A copy of ``fn`` under a code object of its own (dynamo keys its graphs by code object)."""
-    return types.FunctionType(fn.__code__.replace(co_name=name), fn.__globals__, name, fn.__defaults__, fn.__closure__)
